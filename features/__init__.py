@@ -1,0 +1,1 @@
+"""DataOps stage: landing zone, validation, feature computation, Feast feature repo."""

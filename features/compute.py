@@ -1,0 +1,178 @@
+"""Feature computation: plain DataFrame functions, no I/O.
+
+Point in time: every feature row carries the time at which its value was
+known (`event_timestamp`). A flight's outcome counts as known at
+`outcome_at = scheduled departure + departure delay + air time + 1 hour`
+(the hour covers taxiing and reporting). Cancelled and diverted flights have
+no arrival delay; they count as late, known one hour after the scheduled
+departure. The rolling delay rates only use outcomes known before their
+timestamp, so a point-in-time join never sees the future.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+LATE_MINUTES = 15
+LOCAL_TZ = "America/New_York"
+CARRIER_WINDOW = timedelta(days=7)
+ROUTE_WINDOW = timedelta(days=28)
+OUTCOME_MARGIN = timedelta(hours=1)
+TS = "datetime64[us, UTC]"
+
+WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+PLANE_FEATURES = ["plane_year", "seats", "engines"]
+CARRIER_FEATURES = ["carrier_late_rate_7d", "carrier_flights_7d"]
+ROUTE_FEATURES = ["route_late_rate_28d", "route_mean_arr_delay_28d", "route_flights_28d"]
+# Computed from the request itself, identically in training and serving.
+REQUEST_FEATURES = ["distance", "dep_hour", "dep_dow"]
+LABEL = "is_late"
+
+
+def route_of(origin: pd.Series, dest: pd.Series) -> pd.Series:
+    return origin.astype(str) + "-" + dest.astype(str)
+
+
+def request_features(sched_dep_ts: pd.Series, distance: pd.Series) -> pd.DataFrame:
+    """Features a booking system knows: distance and local departure hour and weekday."""
+    local = pd.to_datetime(sched_dep_ts, utc=True).dt.tz_convert(LOCAL_TZ)
+    return pd.DataFrame(
+        {
+            "distance": pd.to_numeric(distance).astype("float64").to_numpy(),
+            "dep_hour": local.dt.hour.astype("float64").to_numpy(),
+            "dep_dow": local.dt.dayofweek.astype("float64").to_numpy(),
+        },
+        index=sched_dep_ts.index,
+    )
+
+
+def flight_rows(flights: pd.DataFrame, batch_id: str) -> pd.DataFrame:
+    """Validated flights -> the labelled flight table (entities, request features, label)."""
+    f = flights
+    sched = (f["time_hour"] + pd.to_timedelta(f["minute"], unit="m")).astype(TS)
+    cancelled = f["arr_delay"].isna()
+    delay = pd.to_timedelta(f["dep_delay"].fillna(0).clip(lower=0), unit="m")
+    air = pd.to_timedelta(f["air_time"].fillna(0), unit="m")
+    out = pd.DataFrame(
+        {
+            "flight_id": f["carrier"] + f["flight"].astype(int).astype(str) + "-" + f["origin"] + "-"
+            + sched.dt.strftime("%Y%m%d%H%M"),
+            "carrier": f["carrier"].astype(str),
+            "flight": f["flight"].astype("int64"),
+            "tailnum": f["tailnum"].astype("string"),
+            "origin": f["origin"].astype(str),
+            "dest": f["dest"].astype(str),
+            "route": route_of(f["origin"], f["dest"]),
+            "event_timestamp": sched,
+            "arr_delay": f["arr_delay"].astype("float64"),
+            "cancelled": cancelled,
+            LABEL: (cancelled | (f["arr_delay"] > LATE_MINUTES)).astype("int64"),
+            "outcome_at": (sched + delay + air + OUTCOME_MARGIN).astype(TS),
+            "batch_id": batch_id,
+        }
+    )
+    return pd.concat([out, request_features(sched, f["distance"])], axis=1)
+
+
+def weather_rows(weather: pd.DataFrame) -> pd.DataFrame:
+    out = weather[["origin", "time_hour", *WEATHER_FEATURES]].rename(columns={"time_hour": "event_timestamp"})
+    out[WEATHER_FEATURES] = out[WEATHER_FEATURES].astype("float32")
+    out["event_timestamp"] = out["event_timestamp"].astype(TS)
+    return out.reset_index(drop=True)
+
+
+def plane_rows(planes: pd.DataFrame) -> pd.DataFrame:
+    """Static plane attributes, valid since the epoch."""
+    out = pd.DataFrame(
+        {
+            "tailnum": planes["tailnum"].astype(str),
+            "plane_year": pd.to_numeric(planes["year"], errors="coerce").astype("float32"),
+            "seats": pd.to_numeric(planes["seats"], errors="coerce").astype("float32"),
+            "engines": pd.to_numeric(planes["engines"], errors="coerce").astype("float32"),
+        }
+    ).drop_duplicates("tailnum")
+    out["event_timestamp"] = pd.Timestamp("1970-01-01", tz="UTC")
+    out["event_timestamp"] = out["event_timestamp"].astype(TS)
+    return out.reset_index(drop=True)
+
+
+def _rolling(outcomes: pd.DataFrame, key: str, window: timedelta) -> pd.DataFrame:
+    """Per key and hour: late count, flights and delay sum over the trailing window.
+
+    Outcomes are bucketed to the end of the hour in which they became known, so
+    the value stamped at hour H uses only outcomes known by H.
+    """
+    o = outcomes[[key, "outcome_at", LABEL, "arr_delay"]].copy()
+    o["event_timestamp"] = o["outcome_at"].dt.floor("h") + pd.Timedelta(hours=1)
+    o["delay"] = o["arr_delay"].fillna(0.0)
+    o["has_delay"] = o["arr_delay"].notna().astype("int64")
+    hourly = (
+        o.groupby([key, "event_timestamp"], sort=True)
+        .agg(late=(LABEL, "sum"), n=(LABEL, "size"), delay=("delay", "sum"), has_delay=("has_delay", "sum"))
+        .reset_index()
+    )
+    parts = []
+    for value, g in hourly.groupby(key, sort=False):
+        r = g.set_index("event_timestamp")[["late", "n", "delay", "has_delay"]].rolling(window).sum()
+        r[key] = value
+        parts.append(r.reset_index())
+    if not parts:
+        return pd.DataFrame(columns=[key, "event_timestamp", "late", "n", "delay", "has_delay"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def delay_stats(
+    new_flights: pd.DataFrame, history: pd.DataFrame | None, created: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rolling carrier and route delay rates for the hours the new flights' outcomes touch.
+
+    `history` holds earlier flight rows (any batches); it supplies the start of
+    each trailing window. Only rows stamped within the new outcomes' hours are
+    returned, so earlier batches' rows are never rewritten.
+    """
+    allf = new_flights if history is None or history.empty else pd.concat([history, new_flights])
+    allf = allf.drop_duplicates("flight_id", keep="last")
+    lo = new_flights["outcome_at"].min().floor("h") + pd.Timedelta(hours=1)
+    hi = new_flights["outcome_at"].max().floor("h") + pd.Timedelta(hours=1)
+
+    c = _rolling(allf, "carrier", CARRIER_WINDOW)
+    c = c[(c["event_timestamp"] >= lo) & (c["event_timestamp"] <= hi)]
+    carrier = pd.DataFrame(
+        {
+            "carrier": c["carrier"].astype(str),
+            "event_timestamp": c["event_timestamp"].astype(TS),
+            "carrier_late_rate_7d": (c["late"] / c["n"]).astype("float32"),
+            "carrier_flights_7d": c["n"].astype("float32"),
+        }
+    )
+    r = _rolling(allf, "route", ROUTE_WINDOW)
+    r = r[(r["event_timestamp"] >= lo) & (r["event_timestamp"] <= hi)]
+    route = pd.DataFrame(
+        {
+            "route": r["route"].astype(str),
+            "event_timestamp": r["event_timestamp"].astype(TS),
+            "route_late_rate_28d": (r["late"] / r["n"]).astype("float32"),
+            "route_mean_arr_delay_28d": (r["delay"] / r["has_delay"].replace(0, np.nan)).astype("float32"),
+            "route_flights_28d": r["n"].astype("float32"),
+        }
+    )
+    for df in (carrier, route):
+        df["created"] = created
+        df["created"] = df["created"].astype(TS)
+    return carrier.reset_index(drop=True), route.reset_index(drop=True)
+
+
+# The model's input columns, in order. Training and serving both build them with
+# `model_frame`, so the two never disagree.
+MODEL_FEATURES = REQUEST_FEATURES + WEATHER_FEATURES + PLANE_FEATURES + CARRIER_FEATURES + ROUTE_FEATURES
+
+
+def model_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The model input: MODEL_FEATURES as float64, missing features as NaN."""
+    out = pd.DataFrame(index=df.index)
+    for col in MODEL_FEATURES:
+        out[col] = pd.to_numeric(df[col], errors="coerce").astype("float64") if col in df else float("nan")
+    return out

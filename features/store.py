@@ -1,0 +1,98 @@
+"""The Feast store built from settings, and the offline tables it reads.
+
+Embedded: file registry, SQLite online store. Compose: SQL registry and
+Postgres online store, chosen by giving `postgresql://` URLs in settings.
+The offline store is duckdb over folders of parquet files, one per batch.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+import settings
+
+FLIGHTS_TABLE = "flights"  # labelled flights: entity rows for training, history for rolling stats
+
+
+def repo_config(cfg: settings.Settings | None = None):
+    from feast.repo_config import RegistryConfig, RepoConfig
+
+    cfg = cfg or settings.get()
+    if cfg.feast_registry.startswith("postgresql"):
+        registry = RegistryConfig(registry_type="sql", path=cfg.feast_registry, cache_ttl_seconds=60)
+    else:
+        Path(cfg.feast_registry).parent.mkdir(parents=True, exist_ok=True)
+        registry = RegistryConfig(path=cfg.feast_registry, cache_ttl_seconds=60)
+    if cfg.feast_online_store.startswith("postgresql"):
+        url = urlparse(cfg.feast_online_store)
+        online = {
+            "type": "postgres",
+            "host": url.hostname or "localhost",
+            "port": url.port or 5432,
+            "database": url.path.lstrip("/"),
+            "user": url.username or "postgres",
+            "password": url.password or "",
+        }
+    else:
+        Path(cfg.feast_online_store).parent.mkdir(parents=True, exist_ok=True)
+        online = {"type": "sqlite", "path": cfg.feast_online_store}
+    return RepoConfig(
+        project=cfg.feast_project,
+        provider="local",
+        registry=registry,
+        offline_store={"type": "duckdb"},
+        online_store=online,
+        entity_key_serialization_version=3,
+        repo_path=str(cfg.feast_offline_dir.parent),
+    )
+
+
+def feature_store(apply: bool = False):
+    """A FeatureStore on the configured registry; `apply=True` registers the repo first."""
+    from feast import FeatureStore
+
+    store = FeatureStore(config=repo_config())
+    if apply:
+        from features import repo
+
+        store.apply(repo.OBJECTS)
+    return store
+
+
+def table_dir(name: str) -> Path:
+    return settings.get().feast_offline_dir / name
+
+
+def write_table(name: str, part: str, df: pd.DataFrame) -> Path:
+    """Write one part file of an offline table. The same part name overwrites: re-runs are safe."""
+    folder = table_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{part}.parquet"
+    tmp = folder / f".{part}.parquet.tmp"
+    df.to_parquet(tmp, index=False)
+    tmp.replace(target)
+    return target
+
+
+def read_table(name: str, exclude_parts: tuple[str, ...] = (), filters=None) -> pd.DataFrame:
+    """All part files of an offline table (minus `exclude_parts`), or an empty frame."""
+    import pyarrow.dataset as ds
+
+    folder = table_dir(name)
+    files = sorted(
+        str(p) for p in folder.glob("*.parquet") if p.stem not in exclude_parts
+    ) if folder.exists() else []
+    if not files:
+        return pd.DataFrame()
+    table = ds.dataset(files, format="parquet").to_table(filter=filters)
+    return table.to_pandas()
+
+
+def materialize(start: datetime, end: datetime, views: list[str] | None = None) -> None:
+    """Load the offline rows stamped in [start, end] into the online store."""
+    store = feature_store(apply=True)
+    store.materialize(start_date=start, end_date=end + timedelta(seconds=1), feature_views=views)

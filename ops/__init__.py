@@ -1,0 +1,1 @@
+"""Operator tools: the local stack, the demo, traffic replay and lineage."""
