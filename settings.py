@@ -30,21 +30,46 @@ def _int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
+    # -- where things live
     home: Path
     storage_url: str
+    s3_endpoint_url: str
     airflow_url: str
     airflow_db_url: str
-    s3_endpoint_url: str
+    # -- dataops
     landing_poll_seconds: float
     landing_stable_seconds: float
     feast_project: str
     feast_registry: str
     feast_online_store: str
     feast_offline_dir: Path
+    # -- training
     mlflow_tracking_uri: str
+    mlflow_experiment: str
+    mlflow_artifact_root: str
     model_name: str
+    training_window_weeks: int
+    drift_training_window_weeks: int
+    training_max_rows: int
+    gate_metric: str
+    gate_margin: float
+    # -- serving
     model_server_url: str
     model_server_admin_token: str
+    model_poll_seconds: float
+    inference_flush_rows: int
+    inference_flush_seconds: float
+    serving_p99_budget_ms: float
+    serving_metric_tolerance: float
+    deploy_timeout_seconds: float
+    # -- monitoring
+    monitor_min_rows: int
+    monitor_poll_seconds: float
+    drift_share_threshold: float
+    drift_column_threshold: float
+    drift_sample_cap: int
+    quality_drop_margin: float
+    retrain_cooldown_minutes: float
 
     @property
     def is_s3(self) -> bool:
@@ -57,19 +82,39 @@ def load() -> Settings:
     return Settings(
         home=home,
         storage_url=_env("MLOPS_STORAGE_URL", (home / "storage").as_uri()).rstrip("/"),
+        s3_endpoint_url=_env("MLOPS_S3_ENDPOINT_URL", ""),
         airflow_url=_env("MLOPS_AIRFLOW_URL", "http://127.0.0.1:8080").rstrip("/"),
         airflow_db_url=_env("MLOPS_AIRFLOW_DB_URL", f"sqlite:///{home / 'airflow' / 'airflow.db'}"),
-        s3_endpoint_url=_env("MLOPS_S3_ENDPOINT_URL", ""),
         landing_poll_seconds=_float("MLOPS_LANDING_POLL_SECONDS", 2.0),
         landing_stable_seconds=_float("MLOPS_LANDING_STABLE_SECONDS", 1.0),
         feast_project=_env("MLOPS_FEAST_PROJECT", "flight_delay"),
         feast_registry=_env("MLOPS_FEAST_REGISTRY", str(home / "feast" / "registry.db")),
         feast_online_store=_env("MLOPS_FEAST_ONLINE_STORE", str(home / "feast" / "online.db")),
         feast_offline_dir=Path(_env("MLOPS_FEAST_OFFLINE_DIR", str(home / "feast" / "offline"))),
-        mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000"),
+        mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000").rstrip("/"),
+        mlflow_experiment=_env("MLOPS_MLFLOW_EXPERIMENT", "flight_delay"),
+        mlflow_artifact_root=_env("MLOPS_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/flight_delay"),
         model_name=_env("MLOPS_MODEL_NAME", "flight_delay"),
-        model_server_url=_env("MLOPS_MODEL_SERVER_URL", "http://127.0.0.1:8000"),
+        training_window_weeks=_int("MLOPS_TRAINING_WINDOW_WEEKS", 0),
+        drift_training_window_weeks=_int("MLOPS_DRIFT_TRAINING_WINDOW_WEEKS", 8),
+        training_max_rows=_int("MLOPS_TRAINING_MAX_ROWS", 120_000),
+        gate_metric=_env("MLOPS_GATE_METRIC", "roc_auc"),
+        gate_margin=_float("MLOPS_GATE_MARGIN", 0.005),
+        model_server_url=_env("MLOPS_MODEL_SERVER_URL", "http://127.0.0.1:8000").rstrip("/"),
         model_server_admin_token=_env("MLOPS_MODEL_SERVER_ADMIN_TOKEN", "local-dev-token"),
+        model_poll_seconds=_float("MLOPS_MODEL_POLL_SECONDS", 30.0),
+        inference_flush_rows=_int("MLOPS_INFERENCE_FLUSH_ROWS", 1000),
+        inference_flush_seconds=_float("MLOPS_INFERENCE_FLUSH_SECONDS", 5.0),
+        serving_p99_budget_ms=_float("MLOPS_SERVING_P99_BUDGET_MS", 50.0),
+        serving_metric_tolerance=_float("MLOPS_SERVING_METRIC_TOLERANCE", 0.02),
+        deploy_timeout_seconds=_float("MLOPS_DEPLOY_TIMEOUT_SECONDS", 120.0),
+        monitor_min_rows=_int("MLOPS_MONITOR_MIN_ROWS", 2000),
+        monitor_poll_seconds=_float("MLOPS_MONITOR_POLL_SECONDS", 5.0),
+        drift_share_threshold=_float("MLOPS_DRIFT_SHARE_THRESHOLD", 0.5),
+        drift_column_threshold=_float("MLOPS_DRIFT_COLUMN_THRESHOLD", 0.1),
+        drift_sample_cap=_int("MLOPS_DRIFT_SAMPLE_CAP", 20_000),
+        quality_drop_margin=_float("MLOPS_QUALITY_DROP_MARGIN", 0.05),
+        retrain_cooldown_minutes=_float("MLOPS_RETRAIN_COOLDOWN_MINUTES", 30.0),
     )
 
 

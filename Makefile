@@ -1,0 +1,44 @@
+# Everything a user runs. `make demo` is the main job; `make test` passes the tests.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+export PYTEST_DISABLE_PLUGIN_AUTOLOAD := 1
+MONTH ?= 2013-02
+
+.PHONY: venv up down status drop demo test test-fast bench lineage traffic lock clean
+
+.venv/.installed: requirements.lock
+	bash ops/venv.sh
+	touch $@
+
+venv: .venv/.installed
+
+up: venv ## start the embedded stack and wait until it is healthy
+	$(PY) -m ops.stack up
+
+down: ## stop exactly what `make up` started
+	@if [ -x $(PY) ]; then $(PY) -m ops.stack down; fi
+
+status: venv
+	$(PY) -m ops.stack status
+
+drop: venv ## copy MONTH's flights and weather into the landing zone
+	$(PY) -m features.samples drop $(MONTH)
+
+demo: venv ## bring the stack up, drop data and follow the chain hop by hop
+	$(PY) -m ops.demo
+
+test: venv ## the whole suite, including the integration tests on real services
+	$(PY) -m pytest
+
+test-fast: venv ## unit tests only
+	$(PY) -m pytest -m "not integration and not e2e"
+
+bench: venv
+	$(PY) -m bench
+
+lock: ## re-resolve requirements.lock from pyproject.toml
+	uv pip compile pyproject.toml --python-version 3.11 -o requirements.lock
+
+clean: down
+	rm -rf .local

@@ -1,0 +1,130 @@
+"""Shared fixtures.
+
+The whole session runs against a throw-away MLOPS_HOME, set before any project
+module reads its settings, so tests never touch the developer's `.local/`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlops-test-"))
+os.environ["MLOPS_HOME"] = str(_SESSION_HOME)
+for var in ("MLOPS_STORAGE_URL", "MLOPS_FEAST_REGISTRY", "MLOPS_FEAST_ONLINE_STORE", "MLOPS_FEAST_OFFLINE_DIR"):
+    os.environ.pop(var, None)
+
+import settings  # noqa: E402  (after MLOPS_HOME is set)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reload_settings() -> settings.Settings:
+    """Re-read the environment, and the Feast repo, which reads settings at import."""
+    settings.get.cache_clear()
+    if "features.repo" in sys.modules:
+        importlib.reload(sys.modules["features.repo"])
+    return settings.get()
+
+
+def use_home(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> settings.Settings:
+    """Point settings at `home` (plus any extra variables) for the rest of the test."""
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return reload_settings()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> settings.Settings:
+    """A fresh, empty MLOPS_HOME for one test."""
+    yield use_home(monkeypatch, tmp_path / "home")
+    monkeypatch.undo()
+    reload_settings()
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """The monthly sample files, exported once per machine into the repo's .local/samples."""
+    from features import samples
+
+    src = REPO / ".local" / "samples"
+    if not (src / "flights_2013-12.parquet").exists():
+        subprocess.run([sys.executable, "-m", "features.samples", "export"], cwd=REPO, check=True,
+                       env={**os.environ, "MLOPS_HOME": str(REPO / ".local")})
+    dst = samples.samples_dir()
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def feature_data(samples_dir) -> dict:
+    """Jan-Mar 2013 ingested into the session home's Feast store, once per session."""
+    from features import build, ingest, samples
+    import storage
+
+    summaries = []
+    store = storage.get()
+    for i, month in enumerate(("2013-01", "2013-02", "2013-03")):
+        urls = samples.drop(month)
+        batch = ingest.Batch(f"test-{month}", store).ingest(urls)
+        build.materialize_written(build.write_features(batch))
+        summaries.append(batch)
+    return {"batches": summaries, "home": settings.get().home}
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on a temporary SQLite backend. Yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    import httpx
+
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        raise RuntimeError(f"mlflow server did not start; see {root / 'server.log'}")
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_uri(mlflow_server, monkeypatch) -> str:
+    """Settings and the mlflow client pointed at the session's MLflow server."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    reload_settings()
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)
+    yield mlflow_server
+    monkeypatch.undo()
+    reload_settings()
