@@ -25,6 +25,10 @@ for var in ("MLOPS_STORAGE_URL", "MLOPS_FEAST_REGISTRY", "MLOPS_FEAST_ONLINE_STO
     os.environ.pop(var, None)
 
 import settings  # noqa: E402  (after MLOPS_HOME is set)
+from ops.stack import airflow_env  # noqa: E402
+
+# Airflow reads its configuration once, at first import: point it at the session home now.
+os.environ.update(airflow_env(settings.get()))
 
 
 def free_port() -> int:
@@ -128,3 +132,36 @@ def mlflow_uri(mlflow_server, monkeypatch) -> str:
     yield mlflow_server
     monkeypatch.undo()
     reload_settings()
+
+
+@pytest.fixture(scope="session")
+def airflow_db(tmp_path_factory):
+    """The session's Airflow metadata DB (SQLite), migrated once, for `dag.test()`."""
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env={**os.environ},
+                   check=True, capture_output=True)
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory):
+    """The real embedded stack (Airflow's four components, MLflow, model server when present)
+    on free ports in a temporary MLOPS_HOME. Yields the settings; stops every process after."""
+    from ops import stack
+
+    home = tmp_path_factory.mktemp("stack")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLOPS_HOME", str(home))
+    mp.setenv("MLOPS_AIRFLOW_URL", f"http://127.0.0.1:{free_port()}")
+    mp.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    mp.setenv("MLOPS_MODEL_SERVER_URL", f"http://127.0.0.1:{free_port()}")
+    cfg = reload_settings()
+    samples = REPO / ".local" / "samples"
+    if samples.exists():
+        shutil.copytree(samples, home / "samples", dirs_exist_ok=True)
+    try:
+        stack.up(cfg, timeout=240)
+        yield cfg
+    finally:
+        stack.down(cfg)
+        mp.undo()
+        reload_settings()
