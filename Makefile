@@ -4,6 +4,7 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD := 1
 MONTH ?= 2013-02
+RATE ?= 50
 
 .PHONY: venv up down status drop demo test test-fast bench lineage traffic lock clean
 
@@ -33,6 +34,12 @@ test: venv ## the whole suite, including the integration tests on real services
 
 test-fast: venv ## unit tests only
 	$(PY) -m pytest -m "not integration and not e2e"
+
+traffic: venv ## replay MONTH's flights against the model server at RATE requests/s
+	$(PY) -m ops.traffic --month $(MONTH) --rate $(RATE)
+
+lineage: venv ## follow the asset events back from the production model
+	$(PY) -m ops.lineage
 
 bench: venv
 	$(PY) -m bench

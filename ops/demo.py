@@ -1,0 +1,187 @@
+"""`make demo`: the whole loop on the embedded stack, one line per hop.
+
+1. Bring the stack up.
+2. Drop the first months not yet ingested; follow feature_table -> training ->
+   registered_model -> serving -> deployed_model.
+3. Replay a later month, whose weather has drifted, against the model server.
+4. Follow monitoring -> drift_report -> training -> registered_model -> serving
+   -> deployed_model.
+
+Each wait has a bound; a hop that does not arrive ends the demo with a non-zero
+exit code, the hop's name and the log of the task that should have produced it.
+It works again over an existing `.local/`: months already ingested are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import settings
+import storage
+from features import samples
+from ops import stack
+from ops.airflow_api import AirflowClient
+
+T0 = time.monotonic()
+
+
+def say(hop: str, detail: str = "") -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {hop:<18} {detail}", flush=True)
+
+
+class HopMissing(RuntimeError):
+    def __init__(self, hop: str, dag_id: str, log_hint: str):
+        super().__init__(f"hop {hop!r} did not arrive; look at {dag_id}: {log_hint}")
+
+
+@dataclass
+class Follower:
+    client: AirflowClient
+    cfg: settings.Settings
+
+    def last_id(self, asset: str) -> int:
+        events = self.client.asset_events(asset)
+        return events[-1]["id"] if events else 0
+
+    def wait(self, asset: str, after_id: int, timeout: float, producer: str, predicate=None) -> dict:
+        try:
+            return self.client.wait_for_event(asset, after_id=after_id, timeout=timeout, predicate=predicate)
+        except TimeoutError:
+            raise HopMissing(asset, producer, self.log_hint(producer)) from None
+
+    def log_hint(self, dag_id: str) -> str:
+        """Where to look: the newest run's first unfinished or failed task, and its log folder."""
+        runs = self.client.dag_runs(dag_id, limit=1)
+        if not runs:
+            return f"no {dag_id} run started (is the DAG parsed and unpaused? {self.cfg.airflow_url}/dags/{dag_id})"
+        run = runs[0]
+        for ti in self.client.task_instances(dag_id, run["dag_run_id"]):
+            if ti["state"] != "success":
+                folder = (self.cfg.home / "logs" / "airflow" / f"dag_id={dag_id}" / f"run_id={run['dag_run_id']}"
+                          / f"task_id={ti['task_id']}")
+                return f"task {ti['task_id']} is {ti['state']}; log: {folder}"
+        return f"run {run['dag_run_id']} is {run['state']}"
+
+    def training_outcome(self, after_id: int, since: str, timeout: float) -> dict | None:
+        """The registered_model event of the next training run, or None when its gate held.
+
+        `since` is an ISO time before the hop began: a training run that started after
+        it and succeeded without a new registered_model event is a gate that held.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            events = [e for e in self.client.asset_events("registered_model") if e["id"] > after_id]
+            if events:
+                return events[0]
+            finished = [r for r in self.client.dag_runs("training", limit=5)
+                         if r["state"] == "success" and (r["start_date"] or "") > since]
+            if finished:
+                time.sleep(2)  # the event is written with the task's success; look once more
+                events = [e for e in self.client.asset_events("registered_model") if e["id"] > after_id]
+                return events[0] if events else None
+            time.sleep(1)
+        raise HopMissing("registered_model", "training", self.log_hint("training"))
+
+
+def months_to_drop(count: int) -> list[str]:
+    """The first `count` months whose sample files have not been ingested yet."""
+    store = storage.get()
+    samples.export()
+    todo = []
+    for m in range(1, 13):
+        month = f"2013-{m:02d}"
+        sha = hashlib.sha256(samples.sample_path("flights", month).read_bytes()).hexdigest()
+        if not store.exists(store.url("processed", "_ledger", f"{sha}.json")):
+            todo.append(month)
+        if len(todo) == count:
+            break
+    return todo
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+
+
+def follow_deployment(f: Follower, reg_after: int, dep_after: int, since: str, why: str) -> dict | None:
+    registered = f.training_outcome(reg_after, since, timeout=300)
+    if registered is None:
+        say("registered_model", f"gate held ({why}): production keeps its version")
+        return None
+    r = registered["extra"]
+    say("registered_model", f"v{r.get('version')} ({r.get('trigger_reason')}) metrics {r.get('metrics')}")
+    deployed = f.wait("deployed_model", dep_after, 240, "serving",
+                      predicate=lambda e: str(e["extra"].get("version")) == str(r.get("version")))
+    d = deployed["extra"]
+    say("deployed_model", f"v{d.get('version')} serving (previous v{d.get('previous_version')})")
+    return deployed
+
+
+def run(args) -> int:
+    cfg = settings.get()
+    say("stack", "starting (Airflow, MLflow, model server)")
+    stack.up(cfg)
+    say("stack", f"healthy: {cfg.airflow_url}")
+    f = Follower(AirflowClient(), cfg)
+    marks = {a: f.last_id(a) for a in ("feature_table", "registered_model", "deployed_model", "drift_report")}
+    before_version = (f.client.asset_events("deployed_model") or [{"extra": {}}])[-1]["extra"].get("version")
+
+    months = months_to_drop(args.months)
+    since = utc_now()
+    if months:
+        for month in months:
+            samples.drop(month)
+        say("drop", f"{', '.join(months)} -> {cfg.storage_url}/landing")
+        seen = 0
+        last = marks["feature_table"]
+        while seen < len(months):
+            ev = f.wait("feature_table", last, 180, "dataops")
+            last = ev["id"]
+            x = ev["extra"]
+            seen += sum(1 for fl in x["files"] if fl.get("kind") == "flights" and fl.get("status") == "accepted")
+            say("feature_table", f"batch {x['batch_id']}: {x['rows_accepted']} rows accepted, "
+                                 f"{x['rows_quarantined']} quarantined, {x['event_time_min'][:10]}..{x['event_time_max'][:10]}")
+        follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "fresh data")
+    else:
+        say("drop", "every month is already ingested; going straight to traffic")
+
+    marks = {a: f.last_id(a) for a in ("registered_model", "deployed_model", "drift_report")}
+    say("traffic", f"replaying {args.traffic_month} at {args.rate}/s ({args.requests} requests)")
+    subprocess.run([sys.executable, "-m", "ops.traffic", "--month", args.traffic_month, "--rate", str(args.rate),
+                    "--limit", str(args.requests)], check=True)
+    since = utc_now()
+    drift = f.wait("drift_report", marks["drift_report"], 300, "monitoring")
+    x = drift["extra"]
+    say("drift_report", f"share {x.get('drift_share')} drifted for v{x.get('model_version')}: {x.get('report_path')}")
+    deployed = follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "drift")
+
+    after_version = deployed["extra"]["version"] if deployed else before_version
+    print()
+    print(f"Assets view     {cfg.airflow_url}/assets")
+    print(f"MLflow model    {cfg.mlflow_tracking_uri}/#/models/{cfg.model_name}")
+    print(f"Drift report    {x.get('report_path')}")
+    print(f"Served version  before: {before_version or 'none'}  after: {after_version}")
+    print(f"Total           {time.monotonic() - T0:.0f}s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.demo")
+    parser.add_argument("--months", type=int, default=2, help="how many new months to drop first")
+    parser.add_argument("--traffic-month", default="2013-07")
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--requests", type=int, default=3000)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except HopMissing as exc:
+        print(f"\nDEMO FAILED: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
