@@ -4,6 +4,9 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD := 1
 MONTH ?= 2013-02
+# PROFILE=prod runs the same stack on Postgres + an S3-compatible server (ops/profiles/prod.env).
+PROFILE ?= embedded
+WITH_PROFILE := $(if $(filter prod,$(PROFILE)),set -a && . ops/profiles/prod.env && set +a &&,)
 RATE ?= 50
 
 .PHONY: venv up down status drop demo test test-fast bench lineage traffic lock clean
@@ -15,19 +18,19 @@ RATE ?= 50
 venv: .venv/.installed
 
 up: venv ## start the embedded stack and wait until it is healthy
-	$(PY) -m ops.stack up
+	$(WITH_PROFILE) $(PY) -m ops.stack up
 
 down: ## stop exactly what `make up` started
-	@if [ -x $(PY) ]; then $(PY) -m ops.stack down; fi
+	@if [ -x $(PY) ]; then $(WITH_PROFILE) $(PY) -m ops.stack down; fi
 
 status: venv
-	$(PY) -m ops.stack status
+	$(WITH_PROFILE) $(PY) -m ops.stack status
 
 drop: venv ## copy MONTH's flights and weather into the landing zone
-	$(PY) -m features.samples drop $(MONTH)
+	$(WITH_PROFILE) $(PY) -m features.samples drop $(MONTH)
 
 demo: venv ## bring the stack up, drop data and follow the chain hop by hop
-	$(PY) -m ops.demo
+	$(WITH_PROFILE) $(PY) -m ops.demo
 
 test: venv ## the whole suite, including the integration tests on real services
 	$(PY) -m pytest
@@ -36,10 +39,10 @@ test-fast: venv ## unit tests only
 	$(PY) -m pytest -m "not integration and not e2e"
 
 traffic: venv ## replay MONTH's flights against the model server at RATE requests/s
-	$(PY) -m ops.traffic --month $(MONTH) --rate $(RATE)
+	$(WITH_PROFILE) $(PY) -m ops.traffic --month $(MONTH) --rate $(RATE)
 
 lineage: venv ## follow the asset events back from the production model
-	$(PY) -m ops.lineage
+	$(WITH_PROFILE) $(PY) -m ops.lineage
 
 bench: venv
 	$(PY) -m bench
@@ -47,5 +50,6 @@ bench: venv
 lock: ## re-resolve requirements.lock from pyproject.toml
 	uv pip compile pyproject.toml --python-version 3.11 -o requirements.lock
 
-clean: down
-	rm -rf .local
+clean: down ## stop the stack and delete its state (PROFILE=prod also drops its databases)
+	$(WITH_PROFILE) $(PY) -m ops.stack clean
+	$(WITH_PROFILE) rm -rf "$${MLOPS_HOME:-.local}"

@@ -36,6 +36,8 @@ class Settings:
     s3_endpoint_url: str
     airflow_url: str
     airflow_db_url: str
+    db_prefix: str
+    local_s3_server: bool
     # -- dataops
     landing_poll_seconds: float
     landing_stable_seconds: float
@@ -45,6 +47,8 @@ class Settings:
     feast_offline_dir: Path
     # -- training
     mlflow_tracking_uri: str
+    mlflow_backend_store_uri: str
+    mlflow_artifacts_destination: str
     mlflow_experiment: str
     mlflow_artifact_root: str
     model_name: str
@@ -85,6 +89,8 @@ def load() -> Settings:
         s3_endpoint_url=_env("MLOPS_S3_ENDPOINT_URL", ""),
         airflow_url=_env("MLOPS_AIRFLOW_URL", "http://127.0.0.1:8080").rstrip("/"),
         airflow_db_url=_env("MLOPS_AIRFLOW_DB_URL", f"sqlite:///{home / 'airflow' / 'airflow.db'}"),
+        db_prefix=_env("MLOPS_DB_PREFIX", "mlops_"),
+        local_s3_server=_env("MLOPS_LOCAL_S3_SERVER", "false").lower() in ("1", "true", "yes"),
         landing_poll_seconds=_float("MLOPS_LANDING_POLL_SECONDS", 2.0),
         landing_stable_seconds=_float("MLOPS_LANDING_STABLE_SECONDS", 1.0),
         feast_project=_env("MLOPS_FEAST_PROJECT", "flight_delay"),
@@ -92,6 +98,8 @@ def load() -> Settings:
         feast_online_store=_env("MLOPS_FEAST_ONLINE_STORE", str(home / "feast" / "online.db")),
         feast_offline_dir=Path(_env("MLOPS_FEAST_OFFLINE_DIR", str(home / "feast" / "offline"))),
         mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000").rstrip("/"),
+        mlflow_backend_store_uri=_env("MLOPS_MLFLOW_BACKEND_STORE_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"),
+        mlflow_artifacts_destination=_env("MLOPS_MLFLOW_ARTIFACTS_DESTINATION", str(home / "mlflow" / "artifacts")),
         mlflow_experiment=_env("MLOPS_MLFLOW_EXPERIMENT", "flight_delay"),
         mlflow_artifact_root=_env("MLOPS_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/flight_delay"),
         model_name=_env("MLOPS_MODEL_NAME", "flight_delay"),

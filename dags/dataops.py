@@ -8,7 +8,7 @@ them online and emits `feature_table` with the batch's lineage.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
 
@@ -25,7 +25,7 @@ cfg = settings.get()
     start_date=datetime(2024, 1, 1),
     catchup=False,
     is_paused_upon_creation=False,
-    default_args={"retries": 2},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
     tags=["dataops"],
 )
 def dataops():

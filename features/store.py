@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pandas as pd
 
@@ -19,11 +19,12 @@ FLIGHTS_TABLE = "flights"  # labelled flights: entity rows for training, history
 
 
 def repo_config(cfg: settings.Settings | None = None):
+    from feast.infra.registry.sql import SqlRegistryConfig
     from feast.repo_config import RegistryConfig, RepoConfig
 
     cfg = cfg or settings.get()
     if cfg.feast_registry.startswith("postgresql"):
-        registry = RegistryConfig(registry_type="sql", path=cfg.feast_registry, cache_ttl_seconds=60)
+        registry = SqlRegistryConfig(registry_type="sql", path=cfg.feast_registry, cache_ttl_seconds=60)
     else:
         Path(cfg.feast_registry).parent.mkdir(parents=True, exist_ok=True)
         registry = RegistryConfig(path=cfg.feast_registry, cache_ttl_seconds=60)
@@ -36,6 +37,8 @@ def repo_config(cfg: settings.Settings | None = None):
             "database": url.path.lstrip("/"),
             "user": url.username or "postgres",
             "password": url.password or "",
+            # Feast defaults to "require"; "prefer" also works with servers without TLS.
+            "sslmode": parse_qs(url.query).get("sslmode", ["prefer"])[0],
         }
     else:
         Path(cfg.feast_online_store).parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,11 @@
     python -m ops.stack up      # start what is not running, wait until healthy
     python -m ops.stack down    # stop exactly what `up` started, by pid
     python -m ops.stack status
+    python -m ops.stack clean   # after down: drop the databases and buckets this profile created
+
+With Postgres URLs in the settings (the production-like profile, ops/profiles/prod.env),
+`up` creates the databases it needs, all named with MLOPS_DB_PREFIX, and `clean` drops
+only those. With MLOPS_LOCAL_S3_SERVER it also runs moto's S3-compatible server.
 
 Each service runs in its own process group; its pid is kept in
 `.local/run/<name>.pid` and its output in `.local/logs/<name>.log`. `down`
@@ -75,18 +80,23 @@ def airflow_env(cfg: settings.Settings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri,
         "MLOPS_HOME": str(cfg.home),
     }
+    if cfg.s3_endpoint_url:
+        env["MLFLOW_S3_ENDPOINT_URL"] = cfg.s3_endpoint_url
     return env
 
 
 def services(cfg: settings.Settings) -> list[Service]:
     airflow = _bin("airflow")
-    mlflow_dir = cfg.home / "mlflow"
     mlflow_port = _port(cfg.mlflow_tracking_uri)
-    out = [
+    out = []
+    if cfg.local_s3_server:
+        out.append(Service("s3", [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(_port(cfg.s3_endpoint_url))],
+                           f"{cfg.s3_endpoint_url}/moto-api/"))
+    out += [
         Service("mlflow", [
             _bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-            "--artifacts-destination", str(mlflow_dir / "artifacts"),
+            "--backend-store-uri", cfg.mlflow_backend_store_uri,
+            "--artifacts-destination", cfg.mlflow_artifacts_destination,
         ], f"{cfg.mlflow_tracking_uri}/health"),
         Service("airflow-api-server", [airflow, "api-server"], f"{cfg.airflow_url}/api/v2/monitor/health"),
         Service("airflow-scheduler", [airflow, "scheduler"], ""),
@@ -145,9 +155,9 @@ def _airflow_healthy(body: dict) -> bool:
     return all((body.get(p) or {}).get("status") == "healthy" for p in parts)
 
 
-def wait_healthy(cfg: settings.Settings, timeout: float = 180) -> None:
+def wait_healthy(cfg: settings.Settings, timeout: float = 180, only: set[str] | None = None) -> None:
     deadline = time.monotonic() + timeout
-    pending = {s.name: s for s in services(cfg) if s.health_url}
+    pending = {s.name: s for s in services(cfg) if s.health_url and (only is None or s.name in only)}
     while pending and time.monotonic() < deadline:
         for name, svc in list(pending.items()):
             if running_pid(cfg, name) is None:
@@ -166,20 +176,91 @@ def wait_healthy(cfg: settings.Settings, timeout: float = 180) -> None:
         raise TimeoutError(f"not healthy after {timeout:.0f}s: {sorted(pending)}; logs in {cfg.home / 'logs'}")
 
 
+def _start(cfg: settings.Settings, svc: Service, env: dict[str, str]) -> None:
+    log = open(cfg.home / "logs" / f"{svc.name}.log", "ab")
+    proc = subprocess.Popen(svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            cwd=cfg.home, start_new_session=True)
+    _pid_file(cfg, svc.name).write_text(str(proc.pid))
+
+
 def up(cfg: settings.Settings | None = None, timeout: float = 180) -> None:
     cfg = cfg or settings.get()
-    for sub in ("run", "logs", "mlflow/artifacts", "storage/landing"):
+    for sub in ("run", "logs", "mlflow/artifacts"):
         (cfg.home / sub).mkdir(parents=True, exist_ok=True)
     env = _env(cfg)
     todo = [s for s in services(cfg) if running_pid(cfg, s.name) is None]
+    if any(s.name == "s3" for s in todo):
+        _start(cfg, next(s for s in todo if s.name == "s3"), env)
+        wait_healthy(cfg, 60, only={"s3"})
+    create_buckets(cfg)
+    create_databases(cfg)
     if any(s.name.startswith("airflow") for s in todo):
         _migrate(cfg, env)
     for svc in todo:
-        log = open(cfg.home / "logs" / f"{svc.name}.log", "ab")
-        proc = subprocess.Popen(svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cfg.home, start_new_session=True)
-        _pid_file(cfg, svc.name).write_text(str(proc.pid))
+        if svc.name != "s3":
+            _start(cfg, svc, env)
     wait_healthy(cfg, timeout)
+
+
+def _postgres_databases(cfg: settings.Settings) -> dict[str, str]:
+    """Database name -> server URL (without the database) of every Postgres URL in the settings."""
+    from urllib.parse import urlunparse
+
+    found = {}
+    for url in (cfg.airflow_db_url, cfg.mlflow_backend_store_uri, cfg.feast_registry, cfg.feast_online_store):
+        parsed = urlparse(url)
+        if parsed.scheme.split("+")[0] in ("postgresql", "postgres"):
+            server = urlunparse(("postgresql", parsed.netloc, "/postgres", "", "", ""))
+            found[parsed.path.lstrip("/")] = server
+    return found
+
+
+def create_databases(cfg: settings.Settings) -> list[str]:
+    import psycopg2
+
+    created = []
+    for name, server in _postgres_databases(cfg).items():
+        if not name.startswith(cfg.db_prefix):
+            raise SystemExit(f"refusing to use database {name!r}: it lacks the prefix {cfg.db_prefix!r}")
+        conn = psycopg2.connect(server)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')
+                created.append(name)
+        conn.close()
+    return created
+
+
+def drop_databases(cfg: settings.Settings) -> list[str]:
+    """Drop this profile's databases: only names that carry MLOPS_DB_PREFIX."""
+    import psycopg2
+
+    dropped = []
+    for name, server in _postgres_databases(cfg).items():
+        if not name.startswith(cfg.db_prefix):
+            continue
+        conn = psycopg2.connect(server)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+        dropped.append(name)
+    return dropped
+
+
+def create_buckets(cfg: settings.Settings) -> None:
+    buckets = {urlparse(u).netloc for u in (cfg.storage_url, cfg.mlflow_artifacts_destination)
+               if u.startswith("s3://")}
+    if not buckets:
+        return
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=cfg.s3_endpoint_url or None)
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in sorted(buckets - existing):
+        s3.create_bucket(Bucket=bucket)
 
 
 def down(cfg: settings.Settings | None = None, grace: float = 30) -> list[str]:
@@ -240,7 +321,7 @@ def print_urls(cfg: settings.Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.stack")
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("command", choices=["up", "down", "status", "env", "clean"])
     args = parser.parse_args(argv)
     cfg = settings.get()
     if args.command == "up":
@@ -251,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "down":
         stopped = down(cfg)
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    elif args.command == "clean":
+        if any(status(cfg).values()):
+            raise SystemExit("the stack is running: `make down` first")
+        print("dropped databases: " + (", ".join(drop_databases(cfg)) or "none"))
     elif args.command == "env":
         for k, v in sorted(airflow_env(cfg).items()):
             if "SECRET" not in k:

@@ -142,26 +142,47 @@ def airflow_db(tmp_path_factory):
     return Path(os.environ["AIRFLOW_HOME"])
 
 
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory):
-    """The real embedded stack (Airflow's four components, MLflow, model server when present)
-    on free ports in a temporary MLOPS_HOME. Yields the settings; stops every process after."""
+def profile_env(profile: str, home: Path) -> dict[str, str]:
+    """The environment of a stack profile, on free ports, in `home`.
+
+    `prod` reads ops/profiles/prod.env (Postgres + S3) and renames its databases with a
+    unique prefix, so a test run never touches databases it did not create.
+    """
+    env = {
+        "MLOPS_HOME": str(home),
+        "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    if profile == "prod":
+        prefix = f"mlops_test_{os.getpid()}_{home.name[-6:].lower()}_"
+        s3 = f"http://127.0.0.1:{free_port()}"
+        for line in (REPO / "ops" / "profiles" / "prod.env").read_text().splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                env.setdefault(key, value.replace("mlops_prod_", prefix).replace("http://127.0.0.1:9000", s3))
+        env["MLOPS_HOME"] = str(home)
+    return env
+
+
+@pytest.fixture(scope="module", params=["embedded", "prod"])
+def local_stack(request, tmp_path_factory, samples_dir):
+    """The real stack (Airflow's four components, MLflow, the model server; with `prod` also
+    Postgres databases and an S3-compatible server) on free ports in a temporary MLOPS_HOME.
+    Yields the settings; stops every process and drops what it created afterwards."""
     from ops import stack
 
-    home = tmp_path_factory.mktemp("stack")
+    home = tmp_path_factory.mktemp(f"stack-{request.param}")
     mp = pytest.MonkeyPatch()
-    mp.setenv("MLOPS_HOME", str(home))
-    mp.setenv("MLOPS_AIRFLOW_URL", f"http://127.0.0.1:{free_port()}")
-    mp.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
-    mp.setenv("MLOPS_MODEL_SERVER_URL", f"http://127.0.0.1:{free_port()}")
+    for key, value in profile_env(request.param, home).items():
+        mp.setenv(key, value)
     cfg = reload_settings()
-    samples = REPO / ".local" / "samples"
-    if samples.exists():
-        shutil.copytree(samples, home / "samples", dirs_exist_ok=True)
+    shutil.copytree(samples_dir, home / "samples", dirs_exist_ok=True)
     try:
-        stack.up(cfg, timeout=240)
+        stack.up(cfg, timeout=300)
         yield cfg
     finally:
         stack.down(cfg)
+        stack.drop_databases(cfg)
         mp.undo()
         reload_settings()
