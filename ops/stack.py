@@ -140,6 +140,9 @@ def _env(cfg: settings.Settings) -> dict[str, str]:
     env = {**os.environ, **airflow_env(cfg)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
+    # MLflow 3's server otherwise starts a job runner with a dozen huey worker processes
+    # (about 2 GB) for features this project does not use.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     return env
 
 
