@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pandas as pd
 
@@ -35,8 +35,8 @@ def repo_config(cfg: settings.Settings | None = None):
             "host": url.hostname or "localhost",
             "port": url.port or 5432,
             "database": url.path.lstrip("/"),
-            "user": url.username or "postgres",
-            "password": url.password or "",
+            "user": unquote(url.username or "postgres"),
+            "password": unquote(url.password or ""),
             # Feast defaults to "require"; "prefer" also works with servers without TLS.
             "sslmode": parse_qs(url.query).get("sslmode", ["prefer"])[0],
         }
