@@ -1,6 +1,6 @@
 # The project's one image: Airflow (api-server, scheduler, dag-processor,
 # triggerer), the MLflow tracking server, the model server and the tools.
-# Built by docker compose (docs/compose.md); everything comes from requirements.lock,
+# Built by docker compose (README.md, "Run it with docker compose"); everything comes from requirements.lock,
 # nothing is installed when a container starts.
 #
 # Base: the Docker Official Image `python`, tag 3.11-slim, listed under

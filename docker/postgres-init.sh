@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates one role and its databases per service. The postgres image runs this
 # from /docker-entrypoint-initdb.d on the first start of an empty data volume only
-# (so a changed password in .env needs `docker compose down -v`; docs/compose.md).
+# (so a changed password in .env needs `docker compose down -v`; README.md, "Run it with docker compose").
 #
 # The names carry MLOPS_DB_PREFIX's value, mlops_, as in the native profile.
 #

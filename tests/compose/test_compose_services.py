@@ -220,10 +220,10 @@ def test_scripts_exist_and_parse():
 
 
 def test_compose_section_of_the_readme_is_complete():
-    text = (REPO / "docs" / "compose.md").read_text()
+    text = (REPO / "README.md").read_text()
     for needle in ("cp .env.example .env", "docker compose up -d --build --wait", "docker compose ps",
                    "http://localhost:8080", "http://localhost:5000", "http://localhost:8000",
                    "http://localhost:9001", "AIRFLOW_ADMIN_PASSWORD",
                    "docker compose run --rm tools make drop MONTH=", "aws s3 cp", "mc cp",
                    "--endpoint-url", "Assets", "docker compose down -v"):
-        assert needle in text, f"docs/compose.md does not mention {needle!r}"
+        assert needle in text, f"README.md (compose section) does not mention {needle!r}"
