@@ -1,0 +1,44 @@
+"""The whole loop on the real stack, as `make demo` runs it, in both profiles.
+
+Data is dropped, the first model is trained and deployed, a drifted month of
+traffic is replayed against the model server, and the drift report must start a
+retraining that ends with a newer version in production.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ops import demo
+from ops.airflow_api import AirflowClient
+
+pytestmark = pytest.mark.e2e
+
+CHAIN = ["feature_table", "registered_model", "deployed_model", "drift_report", "registered_model", "deployed_model"]
+
+
+def test_drift_triggered_redeployment(local_stack, capsys):
+    cfg = local_stack
+    assert demo.main(["--months", "2", "--traffic-month", "2013-07", "--rate", "200", "--requests", "2500"]) == 0
+    out = capsys.readouterr().out
+    assert "drift_report" in out and "Served version" in out
+
+    client = AirflowClient()
+    events = sorted(
+        ((e["timestamp"], name, e) for name in set(CHAIN) for e in client.asset_events(name)),
+        key=lambda item: item[0],
+    )
+    sequence = [name for _, name, _ in events]
+    assert sequence == CHAIN
+
+    registered = [e for _, name, e in events if name == "registered_model"]
+    deployed = [e for _, name, e in events if name == "deployed_model"]
+    drift = next(e for _, name, e in events if name == "drift_report")
+    assert registered[1]["extra"]["trigger_reason"].startswith("drift")
+    assert int(deployed[1]["extra"]["version"]) > int(deployed[0]["extra"]["version"])
+    assert str(deployed[1]["extra"]["previous_version"]) == str(deployed[0]["extra"]["version"])
+    assert str(drift["extra"]["model_version"]) == str(deployed[0]["extra"]["version"])
+
+    served = httpx.get(f"{cfg.model_server_url}/version", timeout=10).json()
+    assert str(served["version"]) == str(deployed[1]["extra"]["version"])
