@@ -38,6 +38,7 @@ class Settings:
     airflow_db_url: str
     db_prefix: str
     local_s3_server: bool
+    preload_task_libraries: bool
     # -- dataops
     landing_poll_seconds: float
     landing_stable_seconds: float
@@ -91,6 +92,7 @@ def load() -> Settings:
         airflow_db_url=_env("MLOPS_AIRFLOW_DB_URL", f"sqlite:///{home / 'airflow' / 'airflow.db'}"),
         db_prefix=_env("MLOPS_DB_PREFIX", "mlops_"),
         local_s3_server=_env("MLOPS_LOCAL_S3_SERVER", "false").lower() in ("1", "true", "yes"),
+        preload_task_libraries=_env("MLOPS_PRELOAD_TASK_LIBRARIES", "true").lower() in ("1", "true", "yes"),
         landing_poll_seconds=_float("MLOPS_LANDING_POLL_SECONDS", 2.0),
         landing_stable_seconds=_float("MLOPS_LANDING_STABLE_SECONDS", 1.0),
         feast_project=_env("MLOPS_FEAST_PROJECT", "flight_delay"),
