@@ -8,6 +8,7 @@ MONTH ?= 2013-02
 PROFILE ?= embedded
 WITH_PROFILE := $(if $(filter prod,$(PROFILE)),set -a && . ops/profiles/prod.env && set +a &&,)
 RATE ?= 50
+LIMIT ?= 0
 
 .PHONY: venv up down status drop demo test test-fast bench lineage traffic lock clean
 
@@ -39,7 +40,7 @@ test-fast: venv ## unit tests only
 	$(PY) -m pytest -m "not integration and not e2e"
 
 traffic: venv ## replay MONTH's flights against the model server at RATE requests/s
-	$(WITH_PROFILE) $(PY) -m ops.traffic --month $(MONTH) --rate $(RATE)
+	$(WITH_PROFILE) $(PY) -m ops.traffic --month $(MONTH) --rate $(RATE) $(if $(filter-out 0,$(LIMIT)),--limit $(LIMIT),)
 
 lineage: venv ## follow the asset events back from the production model
 	$(WITH_PROFILE) $(PY) -m ops.lineage

@@ -124,7 +124,7 @@ def load() -> Settings:
         drift_column_threshold=_float("MLOPS_DRIFT_COLUMN_THRESHOLD", 0.1),
         drift_sample_cap=_int("MLOPS_DRIFT_SAMPLE_CAP", 20_000),
         quality_drop_margin=_float("MLOPS_QUALITY_DROP_MARGIN", 0.05),
-        retrain_cooldown_minutes=_float("MLOPS_RETRAIN_COOLDOWN_MINUTES", 30.0),
+        retrain_cooldown_minutes=_float("MLOPS_RETRAIN_COOLDOWN_MINUTES", 5.0),
     )
 
 

@@ -138,7 +138,10 @@ def _alive(pid: int) -> bool:
 
 
 def _env(cfg: settings.Settings) -> dict[str, str]:
-    env = {**os.environ, **airflow_env(cfg)}
+    # Importing feast points PROMETHEUS_MULTIPROC_DIR at a temporary folder of this process;
+    # the services must not inherit it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_MULTIPROC")}
+    env.update(airflow_env(cfg))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     env["PYTHONUNBUFFERED"] = "1"
     # MLflow 3's server otherwise starts a job runner with a dozen huey worker processes

@@ -27,7 +27,11 @@ PROGRESS_WIDTH = 30
 
 
 def request_payload(flight) -> dict:
-    """The /predict body for one flight (a row of the monthly sample). The one place to adjust the schema."""
+    """The /predict body for one flight (a row of the monthly sample): the booking fields only.
+
+    Matches the model server's request schema (`sched_dep_ts` ISO 8601 with offset; unknown
+    fields are rejected there), and is the one place to change if that schema moves.
+    """
     sched = flight.time_hour + timedelta(minutes=int(flight.minute))
     tailnum = flight.tailnum if isinstance(flight.tailnum, str) and flight.tailnum else None
     return {
@@ -36,7 +40,7 @@ def request_payload(flight) -> dict:
         "tailnum": tailnum,
         "origin": str(flight.origin),
         "dest": str(flight.dest),
-        "sched_dep_time": sched.isoformat(),
+        "sched_dep_ts": sched.isoformat(),
         "distance": float(flight.distance),
     }
 
@@ -91,12 +95,13 @@ class Tally:
 class Progress:
     """A plain-text progress bar on stderr: redrawn in place on a terminal, a line per 10% otherwise."""
 
-    def __init__(self, tally: Tally, stream=sys.stderr):
-        self.tally, self.stream = tally, stream
-        self.tty = stream.isatty()
+    def __init__(self, tally: Tally, stream=None):
+        self.tally, self.stream = tally, stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.t0 = time.monotonic()
         self._last_draw = 0.0
         self._last_decile = -1
+        self._drawn_at = -1  # requests done when the bar was last drawn
 
     def line(self) -> str:
         t = self.tally
@@ -112,13 +117,14 @@ class Progress:
         if self.tty and (final or now - self._last_draw >= 0.2):
             self._write("\r" + self.line() + ("\n" if final else ""))
             self._last_draw = now
-        elif not self.tty and (final or decile > self._last_decile):
+        elif not self.tty and (decile > self._last_decile or (final and self._drawn_at != self.tally.done)):
             self._write(self.line() + "\n")
             self._last_decile = decile
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+        self._drawn_at = self.tally.done
 
 
 async def _send(client, url: str, body: dict, tally: Tally) -> None:
@@ -137,7 +143,7 @@ async def _send(client, url: str, body: dict, tally: Tally) -> None:
 
 
 async def replay(bodies: list[dict], url: str, rate: float, concurrency: int = 8, timeout: float = 10.0,
-                 stream=sys.stderr) -> Tally:
+                 stream=None) -> Tally:
     """Send each body at its slot (start + i / rate); returns the tally once all have answered."""
     import httpx
 

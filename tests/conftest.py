@@ -103,7 +103,8 @@ def mlflow_server(tmp_path_factory):
          "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_MULTIPROC")}
+        | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     import httpx
 

@@ -1,0 +1,115 @@
+"""Reading the prediction log the model server writes (the inference log contract).
+
+    <storage>/inference/version=<model_version>/<utc-stamp>-<uuid8>.parquet
+
+Files are written whole (atomic) and never change, so a file's row count is
+read once from its parquet footer (no data pages) and cached by URL: the sensor
+polls cheaply however big the log grows. pandas is only imported by the
+functions that read rows, never by the sensor's counting path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import storage
+from monitoring import state
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+IGNORED_SUFFIXES = (".tmp", ".part")
+
+
+def version_url(version: str) -> str:
+    return storage.get().url("inference", f"version={version}")
+
+
+def _modified(info: dict) -> datetime | None:
+    """When a listed file was written: `mtime` (epoch seconds) locally, `LastModified` on S3."""
+    value = info.get("mtime") or info.get("LastModified")
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return None
+
+
+def log_files(version: str) -> list[dict]:
+    """The version's complete log files, oldest name first: {url, name, modified}."""
+    out = []
+    for info in storage.get().list_files(version_url(version)):
+        name = posixpath.basename(info["url"])
+        if name.startswith((".", "_")) or name.endswith(IGNORED_SUFFIXES) or not name.endswith(".parquet"):
+            continue
+        out.append({"url": info["url"], "name": name, "modified": _modified(info)})
+    return out
+
+
+def row_count(url: str, cache: dict[str, int]) -> int:
+    """Rows in one log file, from its footer; cached because log files never change."""
+    if url not in cache:
+        import pyarrow.parquet as pq
+
+        store = storage.get()
+        with store.fs.open(store._path(url), "rb") as fh:
+            cache[url] = pq.ParquetFile(fh).metadata.num_rows
+    return cache[url]
+
+
+def new_files(model_name: str, version: str, cache: dict[str, int]) -> list[tuple[str, int]]:
+    """(url, rows) of the version's log files not yet reported and written since its baseline."""
+    seen = state.consumed_files(state.load(model_name), version)
+    baseline = state.load_baseline(model_name, version)
+    since = datetime.fromisoformat(baseline["deployed_at"]) if baseline else None
+    out = []
+    for f in log_files(version):
+        if f["name"] in seen:
+            continue
+        if since is not None and f["modified"] is not None and f["modified"] < since:
+            continue
+        out.append((f["url"], row_count(f["url"], cache)))
+    return out
+
+
+def read_window(urls: list[str]) -> "pd.DataFrame":
+    """The rows of the given log files, in file order."""
+    import pandas as pd
+
+    store = storage.get()
+    frames = [store.read_parquet(u) for u in urls]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def window_id(urls: list[str], times: "pd.Series | None" = None) -> str:
+    """`<first request>-<last request>-<hash of the files>`: sorts by time, same files -> same id."""
+    digest = hashlib.sha1("\n".join(sorted(posixpath.basename(u) for u in urls)).encode()).hexdigest()[:6]
+    if times is None or not times.notna().any():
+        return f"files-{digest}"
+    return f"{times.min():%Y%m%dT%H%M%SZ}-{times.max():%Y%m%dT%H%M%SZ}-{digest}"
+
+
+def request_times(rows: "pd.DataFrame") -> "pd.Series":
+    import pandas as pd
+
+    return pd.to_datetime(rows["request_time"], utc=True) if "request_time" in rows else pd.Series(dtype=object)
+
+
+def attach_labels(rows: "pd.DataFrame") -> "pd.DataFrame":
+    """The served rows with `is_late` from the labelled flights table (NaN until the label arrives)."""
+    import pyarrow.dataset as ds
+
+    from features.store import FLIGHTS_TABLE, read_table
+
+    out = rows.copy()
+    ids = out["flight_id"].dropna().astype(str).unique().tolist() if "flight_id" in out else []
+    labels = read_table(FLIGHTS_TABLE, filters=ds.field("flight_id").isin(ids)) if ids else None
+    if labels is None or labels.empty:
+        out["is_late"] = float("nan")
+        return out
+    known = labels.drop_duplicates("flight_id", keep="last").set_index("flight_id")["is_late"]
+    out["is_late"] = out["flight_id"].astype(str).map(known).astype("float64")
+    return out

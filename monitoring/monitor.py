@@ -1,0 +1,140 @@
+"""The monitoring steps the DAGs call: report a window, decide, describe the event, record baselines.
+
+Plain functions over plain dicts (the XCom values), so tests run the whole
+sequence without a scheduler. Each step is safe to re-run: the report of a
+window overwrites itself, and a window already judged replays its recorded
+decision instead of being judged again.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from datetime import datetime, timezone
+
+import settings
+from monitoring import inference, policy, state
+
+log = logging.getLogger(__name__)
+
+
+def _window(rows, urls: list[str]) -> dict:
+    times = inference.request_times(rows)
+    known = bool(times.notna().any())
+    return {
+        "id": inference.window_id(urls, times),
+        "start": times.min().isoformat() if known else None,
+        "end": times.max().isoformat() if known else None,
+        "rows": int(len(rows)),
+        "files": sorted(posixpath.basename(u) for u in urls),
+    }
+
+
+def report_window(traffic: dict, cfg: settings.Settings | None = None, last_attempt: bool = True) -> dict:
+    """The Evidently report of the window the sensor found; returns its summary.
+
+    A window that cannot be reported must not stop monitoring: the continuous
+    DAG would fail on the same files forever. So a version without a training
+    reference, or a failure on the task's last attempt, records the window as
+    consumed (with the reason) before the task fails, and the next run waits for
+    new traffic.
+    """
+    from monitoring import report
+
+    cfg = cfg or settings.get()
+    version, urls = str(traffic["version"]), list(traffic["files"])
+    window = {"id": inference.window_id(urls), "files": sorted(posixpath.basename(u) for u in urls)}
+    try:
+        rows = inference.attach_labels(inference.read_window(urls))
+        window = _window(rows, urls)
+        log.info("window %s: %d rows of %s v%s in %d file(s), %d labelled", window["id"], len(rows),
+                 cfg.model_name, version, len(urls), int(rows["is_late"].notna().sum()))
+        reference = report.load_reference(cfg.model_name, version, cfg.mlflow_tracking_uri)
+        return report.build(rows, reference, model_name=cfg.model_name, window=window, cfg=cfg,
+                            min_labelled_rows=policy.MIN_LABELLED_ROWS)
+    except report.ReferenceMissing as exc:
+        _consume_unjudged(cfg.model_name, version, window, "no_reference", str(exc))
+        raise
+    except Exception as exc:
+        if last_attempt:
+            _consume_unjudged(cfg.model_name, version, window, "report_failed", repr(exc))
+        raise
+
+
+def _consume_unjudged(model_name: str, version: str, window: dict, reason: str, why: str) -> None:
+    log.error("window %s of %s v%s is not judged (%s): %s", window["id"], model_name, version, reason, why)
+    current = state.load(model_name)
+    decision = policy.Decision(False, reason, drifted=None)
+    state.save(state.record_window(current, version, window["id"], window["files"], decision, {"error": why},
+                                   datetime.now(timezone.utc)))
+
+
+def observation(summary: dict) -> policy.Observation:
+    q = summary.get("quality") or {}
+    return policy.Observation(
+        rows=summary["rows"],
+        drift_share=summary["drift_share"],
+        quality_metric=q.get("metric") or "roc_auc",
+        quality=q.get("value"),
+        reference_quality=q.get("reference"),
+        labelled_rows=q.get("labelled_rows") or 0,
+    )
+
+
+def decide(summary: dict, now: datetime | None = None, cfg: settings.Settings | None = None) -> dict:
+    """Judge the window with the policy, log the decision and its numbers, and remember it."""
+    cfg = cfg or settings.get()
+    now = now or datetime.now(timezone.utc)
+    version, window = str(summary["model_version"]), summary["window"]
+    current = state.load(cfg.model_name)
+    recorded = state.recorded_window(current, version, window["id"])
+    if recorded is not None:
+        log.info("window %s was judged at %s: replaying its decision %s", window["id"], recorded["at"],
+                 recorded["decision"])
+        return recorded["decision"]
+    limits = policy.Thresholds.from_settings(cfg)
+    obs = observation(summary)
+    decision = policy.decide(obs, state.history(current, version), limits, now)
+    log.info("%s v%s window %s: %s", cfg.model_name, version, window["id"], policy.explain(obs, decision, limits))
+    log.info("drifted columns %s; prediction drift score %s; report %s", summary["drifted_columns"],
+             summary.get("prediction_drift"), summary["report_path"])
+    numbers = {k: summary.get(k) for k in ("rows", "drift_share", "drifted_columns", "report_path")}
+    state.save(state.record_window(current, version, window["id"], window["files"], decision, numbers, now))
+    return decision.as_dict()
+
+
+def drift_report_extra(summary: dict, decision: dict) -> dict:
+    """The `drift_report` event extra (keys listed in datasets.py, plus the model name and reason)."""
+    window = {k: summary["window"][k] for k in ("id", "start", "end", "rows")}
+    return {
+        "report_path": summary["report_path"],
+        "json_path": summary["json_path"],
+        "drift_share": summary["drift_share"],
+        "drifted_columns": summary["drifted_columns"],
+        "prediction_drift": summary.get("prediction_drift"),
+        "quality": summary["quality"],
+        "model_name": summary["model_name"],
+        "model_version": summary["model_version"],
+        "window": window,
+        "reason": "+".join(k for k, on in (("drift", decision.get("data_drift")),
+                                           ("quality", decision.get("quality_dropped"))) if on),
+    }
+
+
+def record_baselines(events: list[dict], cfg: settings.Settings | None = None) -> list[dict]:
+    """A fresh baseline for every deployed version in the `deployed_model` events (oldest first)."""
+    cfg = cfg or settings.get()
+    out = []
+    for event in events:
+        extra = event.get("extra") or {}
+        if extra.get("version") is None:
+            log.warning("deployed_model event without a version, ignored: %s", extra)
+            continue
+        baseline = state.record_baseline(
+            extra.get("model_name") or cfg.model_name, str(extra["version"]), event["timestamp"],
+            previous_version=extra.get("previous_version"), source_run_id=event.get("source_run_id"),
+        )
+        log.info("baseline of %s v%s starts at %s", baseline["model_name"], baseline["version"],
+                 baseline["deployed_at"])
+        out.append(baseline)
+    return out

@@ -1,0 +1,130 @@
+"""The drift policy: should this window of served traffic start a retraining?
+
+Plain data in, a decision out: no I/O, no clock, so every branch is unit-tested.
+
+Retrain when the share of drifted feature columns reaches `drift_share`, or when
+the quality measured on served flights whose labels arrived fell by more than
+`quality_drop_margin` below what training reported on its test split. Do not when
+- the window is too small to judge (`min_rows`);
+- a retraining was already triggered for this deployed version in this drift
+  episode (an episode is a run of drifted windows; a clean window ends it);
+- the model-wide cool-down after the last drift-triggered retraining is not over.
+The last two are the loop guard: retraining, redeploying and monitoring the same
+traffic cannot trigger retraining after retraining.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+
+# Quality figures from fewer labelled rows are too noisy to act on.
+MIN_LABELLED_ROWS = 200
+# Metrics where lower is better; every other metric is higher-is-better.
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+
+# Reasons, in the order the policy checks them.
+TOO_FEW_ROWS = "too_few_rows"
+NO_DRIFT = "no_drift"
+ALREADY_TRIGGERED = "already_triggered"
+COOLDOWN = "cooldown"
+RETRAIN = "retrain"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_rows: int
+    drift_share: float
+    quality_drop_margin: float
+    cooldown: timedelta
+    min_labelled_rows: int = MIN_LABELLED_ROWS
+
+    @classmethod
+    def from_settings(cls, cfg) -> "Thresholds":
+        return cls(
+            min_rows=cfg.monitor_min_rows,
+            drift_share=cfg.drift_share_threshold,
+            quality_drop_margin=cfg.quality_drop_margin,
+            cooldown=timedelta(minutes=cfg.retrain_cooldown_minutes),
+        )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one report measured."""
+
+    rows: int
+    drift_share: float
+    quality_metric: str = "roc_auc"
+    quality: float | None = None  # on the window's served flights whose labels are known
+    reference_quality: float | None = None  # the version's training-reported test metric
+    labelled_rows: int = 0
+
+
+@dataclass(frozen=True)
+class History:
+    """What the state remembers when the window is judged."""
+
+    retrain_triggered_in_episode: bool = False  # this deployed version, this drift episode
+    last_retrain_at: datetime | None = None  # any version of the model
+
+
+@dataclass(frozen=True)
+class Decision:
+    retrain: bool
+    reason: str
+    drifted: bool | None  # None: the window was too small to say
+    data_drift: bool = False
+    quality_dropped: bool = False
+    quality_drop: float | None = None
+    cooldown_left_seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def quality_drop(obs: Observation, min_labelled_rows: int = MIN_LABELLED_ROWS) -> float | None:
+    """How far served quality fell below the training figure (positive = worse), or None if unknown."""
+    if obs.quality is None or obs.reference_quality is None or obs.labelled_rows < min_labelled_rows:
+        return None
+    if obs.quality_metric in LOWER_IS_BETTER:
+        return obs.quality - obs.reference_quality
+    return obs.reference_quality - obs.quality
+
+
+def decide(obs: Observation, history: History, limits: Thresholds, now: datetime) -> Decision:
+    """The decision for one window; `now` is passed in so tests control the clock."""
+    if obs.rows < limits.min_rows:
+        return Decision(False, TOO_FEW_ROWS, drifted=None)
+    drop = quality_drop(obs, limits.min_labelled_rows)
+    data_drift = obs.drift_share >= limits.drift_share
+    quality_dropped = drop is not None and drop > limits.quality_drop_margin
+    base = {"data_drift": data_drift, "quality_dropped": quality_dropped, "quality_drop": drop}
+    if not (data_drift or quality_dropped):
+        return Decision(False, NO_DRIFT, drifted=False, **base)
+    if history.retrain_triggered_in_episode:
+        return Decision(False, ALREADY_TRIGGERED, drifted=True, **base)
+    if history.last_retrain_at is not None:
+        left = (history.last_retrain_at + limits.cooldown - now).total_seconds()
+        if left > 0:
+            return Decision(False, COOLDOWN, drifted=True, cooldown_left_seconds=left, **base)
+    return Decision(True, RETRAIN, drifted=True, **base)
+
+
+def _quality_text(obs: Observation, decision: Decision, limits: Thresholds) -> str:
+    if decision.quality_drop is not None:
+        return (f"{obs.quality_metric} {obs.quality:.4f} vs training {obs.reference_quality:.4f} "
+                f"(drop {decision.quality_drop:+.4f}, margin {limits.quality_drop_margin})")
+    if obs.quality is None or obs.labelled_rows < limits.min_labelled_rows:
+        return f"quality unknown ({obs.labelled_rows} labelled rows, need {limits.min_labelled_rows})"
+    return f"{obs.quality_metric} {obs.quality:.4f} on {obs.labelled_rows} labelled rows, no training figure"
+
+
+def explain(obs: Observation, decision: Decision, limits: Thresholds) -> str:
+    """One log line with the decision and the numbers behind it."""
+    verdict = "RETRAIN" if decision.retrain else "no retrain"
+    extra = f", cool-down {decision.cooldown_left_seconds:.0f}s left" if decision.reason == COOLDOWN else ""
+    return (
+        f"{verdict} ({decision.reason}{extra}): rows {obs.rows} (min {limits.min_rows}), "
+        f"drift share {obs.drift_share:.3f} (threshold {limits.drift_share}), {_quality_text(obs, decision, limits)}"
+    )

@@ -1,0 +1,279 @@
+"""The Evidently 0.7 report of one window of served traffic.
+
+Three views, against the deployed version's training reference (the run
+artifact `reference/reference.parquet`: MODEL_FEATURES, `is_late`, `probability`):
+- data drift: `DataDriftPreset` over MODEL_FEATURES;
+- prediction drift: `ValueDrift` on `probability`;
+- classification quality, once labels of served flights have arrived:
+  `ClassificationPreset`, plus the figures (sklearn) the policy compares with
+  the metric training reported on its test split.
+
+Every numerical column is tested with the normed Wasserstein distance against
+`drift_column_threshold`. Its score does not grow with the sample size (a
+statistical test's p-value does), and windows bigger than `drift_sample_cap`
+rows are sampled down (seeded), so a big window neither flags drift just for
+being big nor makes the report slow: its cost depends on the columns, not the
+traffic. A feature empty in the whole window but present in the reference is
+counted as drifted (serving lost it); one empty in the reference cannot be
+judged and is left out of the share.
+
+A window of consecutive traffic spans a few days of weather, narrower than a
+reference drawn from months of training data, so at the default column
+threshold (0.1) weather columns drift even within the season: 2,000-row
+February windows scored a share of 0.65-0.8 against a Jan-Mar reference, as did
+July. The settings' thresholds decide how much of that counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import storage
+from features.compute import LABEL, MODEL_FEATURES, model_frame
+
+log = logging.getLogger(__name__)
+
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+DRIFT_METHOD = "wasserstein"
+PREDICTION = "probability"
+SEED = 20130101
+
+
+class ReferenceMissing(RuntimeError):
+    """The model version has no usable training reference: the window cannot be judged."""
+
+
+@dataclass
+class Reference:
+    version: str
+    run_id: str
+    frame: pd.DataFrame
+    metrics: dict[str, float] = field(default_factory=dict)
+    decision_threshold: float = 0.5
+
+
+@dataclass
+class DriftResult:
+    share: float
+    drifted: list[str]
+    scores: dict[str, float]
+    checked: list[str]
+    empty_in_current: list[str]
+    empty_in_reference: list[str]
+    prediction_score: float | None
+    snapshot: object
+
+
+# -- inputs ------------------------------------------------------------------------------
+def load_reference(model_name: str, version: str, tracking_uri: str) -> Reference:
+    """The version's training reference sample, its run metrics and decision threshold, from MLflow."""
+    import mlflow.artifacts
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        mv = client.get_model_version(model_name, str(version))
+        run = client.get_run(mv.run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri
+            )
+            frame = pd.read_parquet(path)
+    except (MlflowException, OSError) as exc:
+        raise ReferenceMissing(f"{model_name} v{version}: no {REFERENCE_ARTIFACT} in its run ({exc})") from exc
+    return Reference(
+        version=str(version),
+        run_id=mv.run_id,
+        frame=frame,
+        metrics=dict(run.data.metrics),
+        decision_threshold=float(mv.tags.get("decision_threshold", 0.5)),
+    )
+
+
+def sample(df: pd.DataFrame, cap: int, seed: int = SEED) -> pd.DataFrame:
+    """At most `cap` rows, drawn uniformly with a fixed seed (the same window gives the same report)."""
+    return df if len(df) <= cap else df.sample(n=cap, random_state=seed)
+
+
+def served_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """MODEL_FEATURES (as the model saw them) plus the model's `probability`."""
+    out = model_frame(rows)
+    out[PREDICTION] = pd.to_numeric(rows[PREDICTION], errors="coerce") if PREDICTION in rows else np.nan
+    return out
+
+
+# -- drift ---------------------------------------------------------------------------------
+def _split_columns(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    """MODEL_FEATURES split into (testable, empty in current only, empty in reference)."""
+    empty_ref = [c for c in MODEL_FEATURES if reference[c].isna().all()]
+    empty_cur = [c for c in MODEL_FEATURES if c not in empty_ref and current[c].isna().all()]
+    checked = [c for c in MODEL_FEATURES if c not in empty_ref and c not in empty_cur]
+    return checked, empty_cur, empty_ref
+
+
+def _has_values(*frames: pd.DataFrame, column: str) -> bool:
+    return all(column in f and f[column].notna().any() for f in frames)
+
+
+def drift(current: pd.DataFrame, reference: pd.DataFrame, column_threshold: float,
+          share_threshold: float) -> DriftResult:
+    """Data drift over MODEL_FEATURES and prediction drift on `probability`, in one Evidently report."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    checked, empty_cur, empty_ref = _split_columns(current, reference)
+    if not checked:
+        raise ValueError(f"no feature to compare: empty in the window {empty_cur}, in the reference {empty_ref}")
+    columns = checked + ([PREDICTION] if _has_values(current, reference, column=PREDICTION) else [])
+    definition = DataDefinition(numerical_columns=columns)
+    metrics = [DataDriftPreset(columns=checked, drift_share=share_threshold, num_method=DRIFT_METHOD,
+                               num_threshold=column_threshold)]
+    if PREDICTION in columns:
+        metrics.append(ValueDrift(column=PREDICTION, method=DRIFT_METHOD, threshold=column_threshold))
+    snapshot = Report(metrics, include_tests=True).run(
+        current_data=Dataset.from_pandas(current[columns], data_definition=definition),
+        reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
+    )
+    scores = {
+        m["config"]["column"]: float(m["value"])
+        for m in snapshot.dict()["metrics"]
+        if m["config"].get("type", "").endswith(":ValueDrift")
+    }
+    drifted = [c for c in checked if scores[c] >= column_threshold] + empty_cur
+    judged = len(checked) + len(empty_cur)
+    return DriftResult(
+        share=len(drifted) / judged if judged else 0.0,
+        drifted=drifted,
+        scores={c: round(scores[c], 4) for c in checked},
+        checked=checked,
+        empty_in_current=empty_cur,
+        empty_in_reference=empty_ref,
+        prediction_score=round(scores[PREDICTION], 4) if PREDICTION in scores else None,
+        snapshot=snapshot,
+    )
+
+
+# -- quality -------------------------------------------------------------------------------
+def quality_figures(labels: pd.Series, probability: pd.Series, prediction: pd.Series) -> dict[str, float | None]:
+    """ROC AUC, PR AUC, F1 (of the served 0/1 predictions), log loss and Brier of served predictions."""
+    from sklearn import metrics as m
+
+    y = labels.astype(int).to_numpy()
+    p = probability.astype(float).clip(0, 1).to_numpy()
+    both = len(np.unique(y)) == 2
+    return {
+        "roc_auc": float(m.roc_auc_score(y, p)) if both else None,
+        "pr_auc": float(m.average_precision_score(y, p)) if both else None,
+        "f1": float(m.f1_score(y, prediction.astype(int).to_numpy(), zero_division=0)),
+        "log_loss": float(m.log_loss(y, p, labels=[0, 1])),
+        "brier": float(m.brier_score_loss(y, p)),
+        "late_rate": float(y.mean()),
+    }
+
+
+def labelled(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Served rows whose label is known: is_late, probability, prediction (served, else at the threshold)."""
+    if LABEL not in rows or PREDICTION not in rows:
+        return pd.DataFrame({LABEL: pd.Series(dtype="int64"), PREDICTION: pd.Series(dtype="float64"),
+                             "prediction": pd.Series(dtype="int64")})
+    known = rows[rows[LABEL].notna() & rows[PREDICTION].notna()]
+    prediction = known["prediction"] if "prediction" in known else (known[PREDICTION] >= threshold).astype(int)
+    return pd.DataFrame({
+        LABEL: known[LABEL].astype(int),
+        PREDICTION: known[PREDICTION].astype(float),
+        "prediction": prediction.fillna(0).astype(int),
+    })
+
+
+def quality_snapshot(current: pd.DataFrame, reference: pd.DataFrame, threshold: float):
+    """Evidently's ClassificationPreset on labelled served rows (reference: the training sample)."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    definition = DataDefinition(
+        numerical_columns=[PREDICTION],
+        classification=[BinaryClassification(target=LABEL, prediction_probas=PREDICTION)],
+    )
+    ref = reference[[LABEL, PREDICTION]].dropna() if _has_values(reference, column=LABEL) else None
+    return Report([ClassificationPreset(probas_threshold=threshold)]).run(
+        current_data=Dataset.from_pandas(current[[LABEL, PREDICTION]], data_definition=definition),
+        reference_data=Dataset.from_pandas(ref, data_definition=definition) if ref is not None else None,
+    )
+
+
+def quality(rows: pd.DataFrame, ref: Reference, metric: str, min_rows: int, cap: int) -> tuple[dict, object | None]:
+    """The quality figures of the window (and Evidently's view, on at most `cap` rows) once enough labels are known."""
+    known = labelled(rows, ref.decision_threshold)
+    out = {"metric": metric, "value": None, "reference": ref.metrics.get(f"test_{metric}"),
+           "labelled_rows": int(len(known)), "figures": None}
+    if len(known) < min_rows or known[LABEL].nunique() < 2:
+        return out, None
+    figures = quality_figures(known[LABEL], known[PREDICTION], known["prediction"])
+    out.update(value=figures.get(metric), figures=figures)
+    return out, quality_snapshot(sample(known, cap), sample(ref.frame, cap), ref.decision_threshold)
+
+
+# -- output --------------------------------------------------------------------------------
+def report_url(model_name: str, version: str, window: str, suffix: str) -> str:
+    return storage.get().url("reports", model_name, f"v{version}", f"{window}{suffix}")
+
+
+def save_html(snapshot, url: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "report.html"
+        snapshot.save_html(str(path))
+        storage.get().write_bytes(url, path.read_bytes())
+
+
+def build(rows: pd.DataFrame, ref: Reference, *, model_name: str, window: dict, cfg,
+          min_labelled_rows: int) -> dict:
+    """Run the views on one window, save HTML and JSON under reports/, return the summary."""
+    t0 = time.monotonic()
+    current = served_frame(sample(rows, cfg.drift_sample_cap))
+    reference = served_frame(sample(ref.frame, cfg.drift_sample_cap))
+    result = drift(current, reference, cfg.drift_column_threshold, cfg.drift_share_threshold)
+    quality_summary, quality_snap = quality(rows, ref, cfg.gate_metric, min_labelled_rows, cfg.drift_sample_cap)
+    html = report_url(model_name, ref.version, window["id"], ".html")
+    save_html(result.snapshot, html)
+    if quality_snap is not None:
+        quality_summary["report_path"] = report_url(model_name, ref.version, window["id"], ".quality.html")
+        save_html(quality_snap, quality_summary["report_path"])
+    summary = {
+        "model_name": model_name,
+        "model_version": ref.version,
+        "run_id": ref.run_id,
+        "window": window,
+        "rows": int(len(rows)),
+        "sampled_rows": int(len(current)),
+        "reference_rows": int(len(reference)),
+        "drift_share": round(result.share, 4),
+        "drifted_columns": result.drifted,
+        "column_scores": result.scores,
+        "empty_in_current": result.empty_in_current,
+        "empty_in_reference": result.empty_in_reference,
+        "prediction_drift": result.prediction_score,
+        "method": DRIFT_METHOD,
+        "column_threshold": cfg.drift_column_threshold,
+        "share_threshold": cfg.drift_share_threshold,
+        "quality": quality_summary,
+        "report_path": html,
+        "json_path": report_url(model_name, ref.version, window["id"], ".json"),
+    }
+    summary["seconds"] = round(time.monotonic() - t0, 2)
+    storage.get().write_json(summary["json_path"], {
+        "summary": summary,
+        "drift": result.snapshot.dict(),
+        "quality": quality_snap.dict() if quality_snap is not None else None,
+    })
+    log.info("report of %s v%s window %s (%d rows, %d sampled) in %.1fs: %s",
+             model_name, ref.version, window["id"], len(rows), len(current), summary["seconds"], html)
+    return summary

@@ -1,0 +1,102 @@
+"""The drift policy, every branch and its boundaries."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from monitoring import policy
+from monitoring.policy import Decision, History, Observation, Thresholds, decide
+
+NOW = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)
+LIMITS = Thresholds(min_rows=2000, drift_share=0.5, quality_drop_margin=0.05, cooldown=timedelta(minutes=30),
+                    min_labelled_rows=200)
+FRESH = History()
+
+
+def obs(rows=5000, share=0.0, quality=None, reference=0.75, labelled=0, metric="roc_auc") -> Observation:
+    return Observation(rows=rows, drift_share=share, quality_metric=metric, quality=quality,
+                       reference_quality=reference, labelled_rows=labelled)
+
+
+def test_too_few_rows_is_no_judgement_even_when_drifted():
+    d = decide(obs(rows=1999, share=1.0), FRESH, LIMITS, NOW)
+    assert (d.retrain, d.reason, d.drifted) == (False, policy.TOO_FEW_ROWS, None)
+
+
+def test_clean_window_does_not_retrain_and_ends_the_episode():
+    d = decide(obs(share=0.49), History(retrain_triggered_in_episode=True), LIMITS, NOW)
+    assert (d.retrain, d.reason, d.drifted, d.data_drift) == (False, policy.NO_DRIFT, False, False)
+
+
+def test_drift_share_at_the_threshold_retrains():
+    d = decide(obs(rows=2000, share=0.5), FRESH, LIMITS, NOW)
+    assert (d.retrain, d.reason, d.drifted, d.data_drift, d.quality_dropped) == (
+        True, policy.RETRAIN, True, True, False)
+
+
+def test_quality_drop_beyond_the_margin_retrains_without_data_drift():
+    d = decide(obs(share=0.1, quality=0.69, labelled=500), FRESH, LIMITS, NOW)
+    assert (d.retrain, d.data_drift, d.quality_dropped) == (True, False, True)
+    assert d.quality_drop == pytest.approx(0.06)
+
+
+def test_quality_drop_within_the_margin_is_not_drift():
+    d = decide(obs(share=0.1, quality=0.71, labelled=500), FRESH, LIMITS, NOW)
+    assert (d.retrain, d.reason, d.quality_dropped) == (False, policy.NO_DRIFT, False)
+    assert d.quality_drop == pytest.approx(0.04)
+
+
+def test_quality_from_too_few_labels_is_ignored():
+    d = decide(obs(share=0.1, quality=0.40, labelled=199), FRESH, LIMITS, NOW)
+    assert (d.retrain, d.reason, d.quality_drop) == (False, policy.NO_DRIFT, None)
+
+
+def test_quality_without_a_training_figure_is_ignored():
+    d = decide(obs(share=0.1, quality=0.40, reference=None, labelled=5000), FRESH, LIMITS, NOW)
+    assert (d.retrain, d.quality_drop) == (False, None)
+
+
+def test_lower_is_better_metrics_drop_when_they_rise():
+    worse = decide(obs(share=0.0, quality=0.52, reference=0.45, labelled=500, metric="log_loss"), FRESH, LIMITS, NOW)
+    better = decide(obs(share=0.0, quality=0.30, reference=0.45, labelled=500, metric="log_loss"), FRESH, LIMITS, NOW)
+    assert worse.retrain and worse.quality_drop == pytest.approx(0.07)
+    assert not better.retrain and better.quality_drop == pytest.approx(-0.15)
+
+
+def test_no_second_retrain_in_the_same_episode():
+    d = decide(obs(share=0.9), History(retrain_triggered_in_episode=True), LIMITS, NOW)
+    assert (d.retrain, d.reason, d.drifted) == (False, policy.ALREADY_TRIGGERED, True)
+
+
+def test_cooldown_blocks_until_it_is_over():
+    last = NOW - timedelta(minutes=29)
+    blocked = decide(obs(share=0.9), History(last_retrain_at=last), LIMITS, NOW)
+    assert (blocked.retrain, blocked.reason, blocked.drifted) == (False, policy.COOLDOWN, True)
+    assert blocked.cooldown_left_seconds == pytest.approx(60)
+    at_end = decide(obs(share=0.9), History(last_retrain_at=NOW - timedelta(minutes=30)), LIMITS, NOW)
+    assert (at_end.retrain, at_end.reason) == (True, policy.RETRAIN)
+
+
+def test_thresholds_come_from_settings(monkeypatch):
+    import settings
+
+    monkeypatch.setenv("MLOPS_MONITOR_MIN_ROWS", "123")
+    monkeypatch.setenv("MLOPS_DRIFT_SHARE_THRESHOLD", "0.3")
+    monkeypatch.setenv("MLOPS_QUALITY_DROP_MARGIN", "0.02")
+    monkeypatch.setenv("MLOPS_RETRAIN_COOLDOWN_MINUTES", "7.5")
+    limits = Thresholds.from_settings(settings.load())
+    assert (limits.min_rows, limits.drift_share, limits.quality_drop_margin, limits.cooldown) == (
+        123, 0.3, 0.02, timedelta(minutes=7.5))
+
+
+@pytest.mark.parametrize("decision, expected", [
+    (Decision(True, policy.RETRAIN, True, data_drift=True, quality_drop=None), "RETRAIN (retrain)"),
+    (Decision(False, policy.COOLDOWN, True, data_drift=True, cooldown_left_seconds=90), "cool-down 90s left"),
+])
+def test_the_log_line_carries_the_decision_and_numbers(decision, expected):
+    line = policy.explain(obs(rows=4321, share=0.65, labelled=12), decision, LIMITS)
+    assert expected in line
+    assert "rows 4321 (min 2000)" in line and "drift share 0.650 (threshold 0.5)" in line
+    assert "quality unknown (12 labelled rows, need 200)" in line

@@ -1,0 +1,104 @@
+"""Monitoring state: episodes, cool-down, baselines, re-runs, and the loop guard."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+from monitoring import monitor, policy, state
+from monitoring.policy import Observation, Thresholds
+
+T0 = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)
+LIMITS = Thresholds(min_rows=2000, drift_share=0.5, quality_drop_margin=0.05, cooldown=timedelta(minutes=30))
+DRIFTED = Observation(rows=2500, drift_share=0.75)
+CLEAN = Observation(rows=2500, drift_share=0.10)
+SMALL = Observation(rows=10, drift_share=1.0)
+
+
+def judge(st: dict, version: str, window: str, seen: Observation, now: datetime) -> tuple[dict, policy.Decision]:
+    """One monitoring run without storage: decide, then record (what `monitor.decide` does)."""
+    decision = policy.decide(seen, state.history(st, version), LIMITS, now)
+    return state.record_window(st, version, window, [f"{window}.parquet"], decision, {}, now), decision
+
+
+def test_episode_opens_on_drift_survives_small_windows_and_closes_on_a_clean_one():
+    st = state.empty("m")
+    st, first = judge(st, "1", "w1", DRIFTED, T0)
+    assert first.retrain and state.version_state(st, "1")["episode"]["retrain_window"] == "w1"
+    st, _ = judge(st, "1", "w2", SMALL, T0 + timedelta(minutes=1))
+    assert state.version_state(st, "1")["episode"]["number"] == 1
+    st, clean = judge(st, "1", "w3", CLEAN, T0 + timedelta(minutes=2))
+    assert clean.reason == policy.NO_DRIFT and state.version_state(st, "1")["episode"] is None
+    st, again = judge(st, "1", "w4", DRIFTED, T0 + timedelta(minutes=3))
+    assert again.reason == policy.COOLDOWN  # a new episode, but the model-wide cool-down still runs
+    assert state.version_state(st, "1")["episode"]["number"] == 2
+    st, later = judge(st, "1", "w5", DRIFTED, T0 + timedelta(minutes=31))
+    assert later.retrain
+    assert state.version_state(st, "1")["consumed"] == [f"w{i}.parquet" for i in range(1, 6)]
+    assert st["last_retrain"] == {"at": (T0 + timedelta(minutes=31)).isoformat(), "version": "1", "window": "w5"}
+
+
+def test_record_window_leaves_the_input_state_untouched():
+    before = state.empty("m")
+    after, _ = judge(before, "1", "w1", DRIFTED, T0)
+    assert before == state.empty("m") and after != before
+
+
+def test_loop_guard_one_drift_episode_one_retraining_per_deployed_version():
+    """Drifted traffic that never stops, judged every 2 minutes for 3 hours.
+
+    Each drift-triggered retraining deploys a new version 5 minutes later (the
+    worst case: every retrain passes the gate), and the new version sees the same
+    drifted traffic from a fresh baseline.
+    """
+    st = state.empty("m")
+    deployed, next_deploy = "1", None
+    retrains: Counter[str] = Counter()
+    retrain_times = []
+    for i in range(90):
+        now = T0 + timedelta(minutes=2 * i)
+        if next_deploy and now >= next_deploy[1]:
+            deployed, next_deploy = next_deploy[0], None
+        st, decision = judge(st, deployed, f"v{deployed}-w{i}", DRIFTED, now)
+        if decision.retrain:
+            retrains[deployed] += 1
+            retrain_times.append(now)
+            next_deploy = (str(int(deployed) + 1), now + timedelta(minutes=5))
+    assert len(retrains) > 3 and max(retrains.values()) == 1, retrains
+    assert [b - a >= LIMITS.cooldown for a, b in zip(retrain_times, retrain_times[1:])] == [True] * (len(retrains) - 1)
+    assert sum(1 for t in retrain_times if t < T0 + timedelta(minutes=30)) == 1  # the demo's 10 minutes: one
+
+
+def test_monitor_decide_over_the_same_drifted_traffic(monitor_env):
+    """`monitor.decide` with its stored state: one retrain per version and episode, re-runs replay."""
+
+    def summary(window: str, share: float, version: str = "1") -> dict:
+        return {"model_name": monitor_env.model_name, "model_version": version, "rows": 2500,
+                "drift_share": share, "drifted_columns": ["temp"], "report_path": f"file:///r/{window}.html",
+                "quality": {"metric": "roc_auc", "value": None, "reference": 0.7, "labelled_rows": 0},
+                "window": {"id": window, "files": [f"{window}.parquet"]}}
+
+    decisions = [monitor.decide(summary(f"w{i}", 0.75), now=T0 + timedelta(minutes=i)) for i in range(5)]
+    assert [d["reason"] for d in decisions] == ["retrain"] + ["already_triggered"] * 4
+    replay = monitor.decide(summary("w0", 0.75), now=T0 + timedelta(hours=5))
+    assert replay == decisions[0]  # the emitting task's retry still sees "retrain"
+    new_version = monitor.decide(summary("x0", 0.75, version="2"), now=T0 + timedelta(minutes=10))
+    assert new_version["reason"] == "cooldown"
+    stored = state.load(monitor_env.model_name)
+    assert set(stored["versions"]) == {"1", "2"}
+    assert state.consumed_files(stored, "1") == {f"w{i}.parquet" for i in range(5)}
+    assert stored["last_retrain"]["window"] == "w0"
+
+
+def test_baseline_keeps_the_latest_deployment(monitor_env):
+    name = monitor_env.model_name
+    first = monitor.record_baselines([
+        {"extra": {"model_name": name, "version": "3", "previous_version": "2"}, "timestamp": T0},
+        {"extra": {"note": "no version"}, "timestamp": T0},
+    ])
+    assert [b["version"] for b in first] == ["3"]
+    state.record_baseline(name, "3", T0 - timedelta(hours=1))  # an older event replayed: ignored
+    assert state.load_baseline(name, "3")["deployed_at"] == T0.isoformat()
+    state.record_baseline(name, "3", T0 + timedelta(hours=1), previous_version="4")  # deployed again
+    assert state.load_baseline(name, "3")["deployed_at"] == (T0 + timedelta(hours=1)).isoformat()
+    assert state.load_baseline(name, "9") is None
