@@ -71,7 +71,7 @@ def test_a_big_window_is_sampled_to_the_cap_and_saved(monitor_env, served, monke
     summary = report.build(rows, ref, model_name=cfg.model_name, window=window, cfg=cfg, min_labelled_rows=200)
     print(f"report of 60,000 rows sampled to 20,000: {time.monotonic() - t0:.1f}s")
     assert (summary["rows"], summary["sampled_rows"], summary["reference_rows"]) == (60_000, 20_000, 4000)
-    assert summary["drift_share"] < SHARE_THRESHOLD
+    assert summary["drift_share"] < cfg.drift_share_threshold
     base = storage.get().url("reports", cfg.model_name, "v7", window["id"])
     assert summary["report_path"] == base + ".html" and summary["json_path"] == base + ".json"
     assert b"<html" in storage.get().read_bytes(summary["report_path"]).lower()
@@ -89,7 +89,7 @@ def test_report_window_with_labels_adds_the_quality_view(monitor_env, mlflow_uri
     summary = monitor.report_window({"version": version, "files": urls, "rows": 1500})
 
     assert summary["model_version"] == version and summary["rows"] == 1500
-    assert summary["drift_share"] < SHARE_THRESHOLD
+    assert summary["drift_share"] < monitor_env.drift_share_threshold
     assert summary["window"]["files"] == sorted(u.rsplit("/", 1)[1] for u in urls)
     logged = inference.read_window(urls)["request_time"]
     assert summary["window"]["id"] == inference.window_id(urls, logged)
@@ -108,7 +108,7 @@ def test_report_window_of_july_traffic_has_no_labels_yet(monitor_env, mlflow_uri
     version = register_version(name, reference_sample(served["reference"]), {"test_roc_auc": 0.74})
     urls = write_log(served["july"].head(1200), name, version, per_file=600)
     summary = monitor.report_window({"version": version, "files": urls, "rows": 1200})
-    assert summary["drift_share"] >= SHARE_THRESHOLD
+    assert summary["drift_share"] >= monitor_env.drift_share_threshold
     assert summary["quality"]["labelled_rows"] == 0 and summary["quality"]["value"] is None
     assert storage.get().exists(summary["report_path"])
 

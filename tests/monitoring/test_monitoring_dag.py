@@ -75,7 +75,7 @@ def test_monitoring_emits_drift_report_only_when_the_policy_says_retrain(airflow
     assert _states(first) == {"wait_for_traffic": "success", "build_report": "success", "decide": "success",
                               "emit_drift_report": "success"}
     (extra,) = _drift_events(first.run_id)
-    assert extra["model_version"] == version and extra["drift_share"] >= 0.5 and extra["reason"] == "drift"
+    assert extra["model_version"] == version and extra["drift_share"] >= monitor_env.drift_share_threshold and extra["reason"] == "drift"
     assert {"temp", "dewp"} <= set(extra["drifted_columns"])
     assert extra["report_path"].startswith(monitor_env.storage_url + f"/reports/{name}/v{version}/")
     assert extra["window"]["rows"] == 1200 and extra["quality"]["labelled_rows"] == 0

@@ -1,0 +1,75 @@
+"""Training: fresh features or a drift report produce a model version, if it earns one.
+
+Runs when `feature_table` or `drift_report` has new events, one run at a time.
+It reads every triggering event (batches queue up while a run is busy), builds a
+point-in-time training set from Feast, trains each candidate family as its own
+mapped task, and lets the champion/challenger gate decide. Only an approved
+challenger is registered (alias `challenger`) and announced as `registered_model`;
+when the gate holds, the register task is skipped and no event is emitted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import dag, task
+
+from datasets import drift_report, feature_table, registered_model
+from training.candidates import FAMILIES
+
+
+@dag(
+    schedule=feature_table | drift_report,
+    max_active_runs=1,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    is_paused_upon_creation=False,
+    default_args={"retries": 1},
+    tags=["training"],
+)
+def training():
+    # The inlets let the task read the stored events, which carry the ids.
+    @task(inlets=[feature_table, drift_report])
+    def read_trigger(triggering_asset_events=None, inlet_events=None) -> dict:
+        from training.events import read_trigger
+
+        return read_trigger(triggering_asset_events, inlet_events)
+
+    @task
+    def build_training_set(trigger: dict, dag_run=None) -> dict:
+        from training.steps import build_training_set, run_key
+
+        return build_training_set(run_key(dag_run.dag_id, dag_run.run_id), trigger)
+
+    @task
+    def train_candidate(family: str, dataset: dict, trigger: dict) -> dict:
+        from training.steps import train_candidate
+
+        return train_candidate(family, dataset, trigger)
+
+    @task
+    def gate(candidates: list[dict], dataset: dict, trigger: dict) -> dict:
+        from training.steps import gate
+
+        # A slice is one XCom read; iterating would probe past the last item.
+        return gate(list(candidates[:]), dataset, trigger)
+
+    @task(outlets=[registered_model])
+    def register(decision: dict, dataset: dict, trigger: dict, outlet_events=None) -> dict:
+        if not decision["register"]:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(f"the champion holds, nothing registered: {decision['explanation']}")
+        from training.steps import register
+
+        extra = register(decision, dataset, trigger)
+        outlet_events[registered_model].extra = extra
+        return extra
+
+    trigger = read_trigger()
+    dataset = build_training_set(trigger)
+    candidates = train_candidate.partial(dataset=dataset, trigger=trigger).expand(family=list(FAMILIES))
+    register(gate(candidates, dataset, trigger), dataset, trigger)
+
+
+training()

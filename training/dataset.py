@@ -1,0 +1,135 @@
+"""The training set: labelled flights joined point in time to the feature service.
+
+Entity rows are the flights of the offline flight table. "Now" for a run is the
+newest scheduled departure in that table (`as_of`); a flight is only used when
+its label was known by then (`outcome_at <= as_of`), so the newest hours lose the
+flights still in the air. Cancelled and diverted flights count as late, as the
+feature contract says. Features come from Feast `get_historical_features` over
+the feature service, which only joins values stamped at or before each
+departure, so no feature sees the future.
+
+Size: the window is all history or the last N weeks before `as_of`; above
+`training_max_rows` the newest half of the cap is kept whole (it holds the
+validation and test parts and the most recent behaviour) and the older flights
+are sampled down (seeded) to fill the other half.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+import settings
+from features.compute import LABEL, MODEL_FEATURES
+from training import events
+
+log = logging.getLogger(__name__)
+
+SEED = 0
+ENTITY_KEYS = ["carrier", "tailnum", "origin", "route"]
+# From the flight table itself: ids, times, the label and the request features.
+FLIGHT_COLUMNS = ["flight_id", "event_timestamp", "outcome_at", LABEL, "distance", "dep_hour", "dep_dow"]
+COLUMNS = ["flight_id", "event_timestamp", "outcome_at", LABEL, *MODEL_FEATURES]
+
+
+class NoTrainingData(RuntimeError):
+    """The window holds no usable labelled flights."""
+
+
+def window_weeks(reason: str, cfg: settings.Settings | None = None) -> int:
+    """Weeks of history to train on (0 = all): drift asks for recent data only."""
+    cfg = cfg or settings.get()
+    return cfg.drift_training_window_weeks if reason == events.DRIFT else cfg.training_window_weeks
+
+
+def cap_rows(flights: pd.DataFrame, max_rows: int, seed: int = SEED) -> pd.DataFrame:
+    """At most `max_rows`: the newest `max_rows // 2` whole, a seeded sample of the older ones."""
+    if max_rows <= 0 or len(flights) <= max_rows:
+        return flights
+    ordered = flights.sort_values(["event_timestamp", "flight_id"], kind="stable")
+    keep_whole = max_rows // 2
+    newest, older = ordered.iloc[-keep_whole:], ordered.iloc[:-keep_whole]
+    sampled = older.sample(n=max_rows - keep_whole, random_state=seed)
+    return pd.concat([sampled, newest]).sort_values(["event_timestamp", "flight_id"], kind="stable")
+
+
+def labelled_flights(
+    weeks: int, max_rows: int, as_of: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """The entity rows of one training set and the `as_of` time they were chosen at.
+
+    `as_of` defaults to the newest departure in the table; an earlier one gives the
+    training set the store would have given then (backfills, tests).
+    """
+    from features.store import FLIGHTS_TABLE, read_table
+
+    flights = read_table(FLIGHTS_TABLE)
+    if flights.empty:
+        raise NoTrainingData("the offline flight table is empty: no batch has been ingested")
+    # A flight re-delivered in a later batch counts once, with its latest values
+    # (part files are read in name order, and batch ids start with the batch time).
+    flights = flights.drop_duplicates("flight_id", keep="last")
+    newest = flights["event_timestamp"].max()
+    as_of = newest if as_of is None else min(pd.Timestamp(as_of), newest)
+    known = flights[(flights["event_timestamp"] <= as_of) & (flights["outcome_at"] <= as_of)]
+    if weeks > 0:
+        known = known[known["event_timestamp"] > as_of - pd.Timedelta(weeks=weeks)]
+    chosen = cap_rows(known, max_rows)
+    log.info("%d labelled flights known at %s in a %s window; %d after the cap of %d",
+             len(known), as_of, f"{weeks}-week" if weeks else "all-history", len(chosen), max_rows)
+    return chosen.reset_index(drop=True), as_of
+
+
+def with_features(flights: pd.DataFrame) -> pd.DataFrame:
+    """The flights joined point in time to the feature service: COLUMNS, one row per flight.
+
+    Feast is asked once per distinct (entity keys, departure time): its duckdb join
+    carries every entity column through a window over all matching feature rows,
+    so a narrow entity frame is several times faster than passing the flights.
+    """
+    from features.repo import FEATURE_SERVICE
+    from features.store import feature_store
+
+    on = ENTITY_KEYS + ["event_timestamp"]
+    flights = flights.copy()
+    # No tail number: no plane features (NaN), as in serving's holdout.
+    flights["tailnum"] = flights["tailnum"].astype("string").fillna("")
+    for key in ENTITY_KEYS:
+        flights[key] = flights[key].astype(str)
+    store = feature_store()
+    features = store.get_historical_features(
+        entity_df=flights[on].drop_duplicates(), features=store.get_feature_service(FEATURE_SERVICE)
+    ).to_df()
+    for key in ENTITY_KEYS:
+        features[key] = features[key].astype(str)
+    features["event_timestamp"] = features["event_timestamp"].astype(flights["event_timestamp"].dtype)
+    joined = flights[ENTITY_KEYS + FLIGHT_COLUMNS].merge(features, on=on, how="left", validate="many_to_one")
+    if len(joined) != len(flights):
+        raise RuntimeError(f"the feature join returned {len(joined)} rows for {len(flights)} flights")
+    out = joined.sort_values(["event_timestamp", "flight_id"], kind="stable").reset_index(drop=True)
+    for col in MODEL_FEATURES:
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+    return out[COLUMNS]
+
+
+def holdout_frame(test_start: str, test_end: str, as_of: str | None = None) -> pd.DataFrame:
+    """The labelled flights departing in [test_start, test_end] with their features (COLUMNS).
+
+    For a model version pass its tags `test_start`, `test_end` and `data_as_of`:
+    this rebuilds from the feature store exactly the holdout it was tested on (the
+    cap never samples it). Without `as_of`, flights whose outcome came after the
+    run are included too (a few hours' worth).
+    """
+    import pyarrow.dataset as ds
+
+    from features.store import FLIGHTS_TABLE, read_table
+
+    start, end = pd.Timestamp(test_start), pd.Timestamp(test_end)
+    flights = read_table(FLIGHTS_TABLE, filters=(ds.field("event_timestamp") >= start.to_pydatetime())
+                         & (ds.field("event_timestamp") <= end.to_pydatetime()))
+    if as_of is not None and not flights.empty:
+        flights = flights[flights["outcome_at"] <= pd.Timestamp(as_of)]
+    if flights.empty:
+        raise NoTrainingData(f"no labelled flights between {test_start} and {test_end}")
+    return with_features(flights.drop_duplicates("flight_id", keep="last"))

@@ -1,0 +1,292 @@
+"""The bodies of the training DAG's tasks, as plain functions.
+
+    trigger   = events.read_trigger(...)                 which events, and why
+    dataset   = build_training_set(run_key, trigger)     point-in-time set in storage
+    candidate = train_candidate(family, dataset, trigger)   one per family, in parallel
+    decision  = gate(candidates, dataset, trigger)       challenger vs champion
+    extra     = register(decision, dataset, trigger)     only when decision["register"]
+
+Only small dicts pass between them (ids, URLs, metrics); the training set itself
+is a parquet file under `<storage>/training/<run key>/`. Each step is idempotent
+per run key: the set is built once, a candidate run is logged once, a version is
+registered once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import settings
+import storage
+from training import events, gate as gate_rules, split as splitting
+
+log = logging.getLogger(__name__)
+
+
+def run_key(dag_id: str, run_id: str) -> str:
+    """A storage- and tag-safe key of one Airflow run."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dag_id}__{run_id}")
+
+
+def _dataset_url(key: str, name: str) -> str:
+    return storage.get().url("training", key, name)
+
+
+# -- the training set -------------------------------------------------------------------------
+def build_training_set(key: str, trigger: dict, as_of: str | None = None) -> dict:
+    """Build the run's training set once; a re-run of the same key returns the first summary."""
+    import pandas as pd
+
+    from training import dataset
+
+    store = storage.get()
+    summary_url = _dataset_url(key, "summary.json")
+    if store.exists(summary_url):
+        return store.read_json(summary_url)
+    cfg = settings.get()
+    weeks = dataset.window_weeks(trigger["reason"], cfg)
+    flights, as_of_ts = dataset.labelled_flights(weeks, cfg.training_max_rows,
+                                                 pd.Timestamp(as_of) if as_of else None)
+    if flights.empty:
+        raise dataset.NoTrainingData(f"no labelled flights known at {as_of_ts} in a {weeks}-week window")
+    frame = dataset.with_features(flights)
+    frame["part"] = splitting.time_split(frame)
+    store.write_parquet(_dataset_url(key, "dataset.parquet"), frame)
+    counts = frame["part"].value_counts()
+    summary = {
+        "run_key": key,
+        "url": _dataset_url(key, "dataset.parquet"),
+        "as_of": as_of_ts.isoformat(),
+        "window_weeks": weeks,
+        "max_rows": cfg.training_max_rows,
+        # Every batch whose flights are in the set (a drift-started run has no feature_table event).
+        "batch_ids": sorted(flights["batch_id"].astype(str).unique().tolist()),
+        "rows": {p: int(counts.get(p, 0)) for p in (*splitting.PARTS, splitting.DROPPED)},
+        "late_rate": {p: float(frame.loc[frame["part"] == p, "is_late"].mean()) for p in splitting.PARTS},
+        "ranges": splitting.ranges(frame, frame["part"]),
+    }
+    store.write_json(summary_url, summary)
+    log.info("training set %s: %s", key, json.dumps(summary))
+    return summary
+
+
+def _parts(dataset_summary: dict) -> dict:
+    """{part: (model frame, labels, rows)} of the stored training set."""
+    from features.compute import LABEL, model_frame
+
+    frame = storage.get().read_parquet(dataset_summary["url"])
+    out = {}
+    for part in splitting.PARTS:
+        rows = frame[frame["part"] == part].reset_index(drop=True)
+        out[part] = (model_frame(rows), rows[LABEL].to_numpy(dtype="int64"), rows)
+    return out
+
+
+# -- candidates -------------------------------------------------------------------------------
+def _lineage_tags(trigger: dict) -> dict[str, str]:
+    from features.repo import FEATURE_SERVICE
+
+    return {
+        "feature_service": FEATURE_SERVICE,
+        "trigger_reason": trigger["reason"],
+        "feature_table_events": json.dumps([e["id"] for e in trigger["feature_table_events"]]),
+        "feature_table_batches": json.dumps([e["batch_id"] for e in trigger["feature_table_events"]]),
+        "drift_report_events": json.dumps([e["id"] for e in trigger["drift_report_events"]]),
+    }
+
+
+def _reference(rows, features, labels, probabilities):
+    """Monitoring's reference: a seeded sample of training rows with the model's output."""
+    from features.compute import LABEL
+    from training.tracking import REFERENCE_ROWS
+
+    ref = features.copy()
+    ref[LABEL] = labels
+    ref["probability"] = probabilities
+    ref.insert(0, "event_timestamp", rows["event_timestamp"].to_numpy())
+    return ref.sample(n=min(REFERENCE_ROWS, len(ref)), random_state=0).sort_values("event_timestamp")
+
+
+def train_candidate(family: str, dataset_summary: dict, trigger: dict) -> dict:
+    """Fit one family on the train part, pick its threshold on valid, score valid and test, log it."""
+    from threadpoolctl import threadpool_limits
+
+    from training import tracking
+
+    cfg = settings.get()
+    mlflow_client = tracking.client(cfg)
+    exp_id = tracking.experiment_id(mlflow_client, cfg)
+    done = tracking.finished_run(mlflow_client, exp_id, dataset_summary["run_key"], family)
+    if done is not None:
+        log.info("candidate %s is already logged as run %s", family, done.info.run_id)
+        return tracking.candidate_summary(done)
+    # One thread: candidates train side by side (one task each), and OpenMP threads
+    # fighting over busy cores spin instead of working.
+    with threadpool_limits(limits=1):
+        return _fit_and_log(family, dataset_summary, trigger, mlflow_client, exp_id)
+
+
+def _fit_and_log(family: str, dataset_summary: dict, trigger: dict, mlflow_client, exp_id: str) -> dict:
+    import time
+
+    from training import candidates, evaluate, tracking
+
+    key = dataset_summary["run_key"]
+    parts = _parts(dataset_summary)
+    (x_train, y_train, train_rows), (x_valid, y_valid, _), (x_test, y_test, _) = (
+        parts[p] for p in splitting.PARTS)
+    started = time.perf_counter()
+    model = candidates.build(family).fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - started
+    p_train, p_valid, p_test = (model.predict_proba(x)[:, 1] for x in (x_train, x_valid, x_test))
+    threshold = evaluate.decision_threshold(y_valid, p_valid)
+    metrics = {
+        **evaluate.prefixed("valid", evaluate.scores(y_valid, p_valid, threshold)),
+        **evaluate.prefixed("test", evaluate.scores(y_test, p_test, threshold)),
+        "fit_seconds": fit_seconds,
+    }
+    summary = tracking.log_candidate(
+        mlflow_client, exp_id,
+        run_name=f"{family}-{key}"[:250],
+        tags={**_lineage_tags(trigger), **dataset_summary["ranges"], "training_run_key": key,
+              "candidate": family, "decision_threshold": str(threshold), "data_as_of": dataset_summary["as_of"]},
+        params={"family": family, **candidates.PARAMS[family], "window_weeks": dataset_summary["window_weeks"],
+                "max_rows": dataset_summary["max_rows"], "as_of": dataset_summary["as_of"],
+                **{f"rows_{p}": n for p, n in dataset_summary["rows"].items()}},
+        metrics=metrics,
+        model=model,
+        input_example=x_valid.head(5),
+        reference=_reference(train_rows, x_train, y_train, p_train),
+    )
+    log.info("candidate %s: run %s, threshold %.3f, fit %.1f s, test %s", family, summary["run_id"],
+             threshold, fit_seconds, summary["test"])
+    return summary
+
+
+# -- the gate ---------------------------------------------------------------------------------
+def best_candidate(candidate_summaries: list[dict], metric: str) -> dict:
+    """The challenger: best on validation (the test part stays unseen until the gate)."""
+    from training.evaluate import improvement
+
+    best = candidate_summaries[0]
+    for other in candidate_summaries[1:]:
+        if improvement(metric, other["valid"][metric], best["valid"][metric]) > 0:
+            best = other
+    return best
+
+
+def champion_scores(mlflow_client, name: str, dataset_summary: dict) -> tuple[str | None, dict | None]:
+    """(version, test-part metrics at its own threshold) of the `production` version, or (None, None)."""
+    from threadpoolctl import threadpool_limits
+
+    from training import evaluate, registry
+
+    current = registry.champion(mlflow_client, name)
+    if current is None:
+        return None, None
+    trained_until = current.tags.get("train_end", "")
+    if trained_until >= dataset_summary["ranges"]["test_start"]:
+        # Possible when the champion's window was shorter: the comparison then favours it.
+        log.warning("champion v%s was trained on flights up to %s, inside this holdout (from %s)",
+                    current.version, trained_until, dataset_summary["ranges"]["test_start"])
+    model = registry.load_version(name, current.version)
+    x_test, y_test, _ = _parts(dataset_summary)[splitting.TEST]
+    threshold = float(current.tags.get("decision_threshold", 0.5))
+    with threadpool_limits(limits=1):
+        probabilities = model.predict_proba(x_test)[:, 1]
+    return str(current.version), evaluate.scores(y_test, probabilities, threshold)
+
+
+def gate(candidate_summaries: list[dict], dataset_summary: dict, trigger: dict) -> dict:
+    """Challenger vs champion on this run's newest holdout; the decision with every number."""
+    from training import tracking
+
+    cfg = settings.get()
+    mlflow_client = tracking.client(cfg)
+    challenger = best_candidate(candidate_summaries, cfg.gate_metric)
+    champion_version, champion_metrics = champion_scores(mlflow_client, cfg.model_name, dataset_summary)
+    decision = gate_rules.decide(
+        challenger["test"], champion_metrics, cfg.gate_metric, cfg.gate_margin,
+        gate_rules.drift_concerns_champion(trigger["drift_report_events"], champion_version),
+    )
+    decision.update(
+        model_name=cfg.model_name,
+        challenger=challenger,
+        champion_version=champion_version,
+        champion_metrics=champion_metrics,
+        candidates=[{"family": c["family"], "run_id": c["run_id"], "valid": c["valid"], "test": c["test"]}
+                    for c in candidate_summaries],
+        explanation=gate_rules.explain(decision),
+    )
+    tracking.tag_run(mlflow_client, challenger["run_id"], {
+        "challenger": "true", "gate_decision": "register" if decision["register"] else "hold",
+        "gate_rule": decision["rule"], "gate_explanation": decision["explanation"],
+        "champion_version": champion_version or "", "champion_metrics": champion_metrics or {},
+    })
+    log.info("gate: %s (candidates: %s)", decision["explanation"],
+             {c["family"]: round(c["valid"][cfg.gate_metric], 4) for c in candidate_summaries})
+    return decision
+
+
+# -- registration -----------------------------------------------------------------------------
+def _version_tags(decision: dict, dataset_summary: dict, trigger: dict) -> dict[str, str]:
+    challenger = decision["challenger"]
+    tags = {
+        **_lineage_tags(trigger),
+        **dataset_summary["ranges"],
+        "decision_threshold": str(challenger["decision_threshold"]),
+        "data_as_of": dataset_summary["as_of"],
+        "window_weeks": str(dataset_summary["window_weeks"]),
+        "training_batches": json.dumps(dataset_summary["batch_ids"]),
+        "training_run_key": dataset_summary["run_key"],
+        "candidate": challenger["family"],
+        "gate_rule": decision["rule"],
+        "champion_version": decision["champion_version"] or "",
+    }
+    tags.update({f"test_{k}": f"{v:.6f}" for k, v in challenger["test"].items()})
+    tags.update({f"champion_test_{k}": f"{v:.6f}" for k, v in (decision["champion_metrics"] or {}).items()})
+    return tags
+
+
+def _description(decision: dict, dataset_summary: dict, trigger: dict) -> str:
+    r, rows = dataset_summary["ranges"], dataset_summary["rows"]
+    champ = (f"champion v{decision['champion_version']} test metrics {json.dumps(decision['champion_metrics'])}"
+             if decision["champion_version"] else "no champion")
+    return (
+        f"{decision['challenger']['family']} trained on {rows['train']} flights departing {r['train_start']} to "
+        f"{r['train_end']}, threshold chosen on {rows['valid']} flights from {r['valid_start']} to {r['valid_end']}, "
+        f"tested on {rows['test']} flights from {r['test_start']} to {r['test_end']} (data as of "
+        f"{dataset_summary['as_of']}). Trigger: {trigger['reason']}; feature_table events "
+        f"{[e['id'] for e in trigger['feature_table_events']]}, drift_report events "
+        f"{[e['id'] for e in trigger['drift_report_events']]}. Test metrics "
+        f"{json.dumps(decision['challenger']['test'])}; {champ}. Gate: {decision['explanation']}."
+    )
+
+
+def register(decision: dict, dataset_summary: dict, trigger: dict) -> dict:
+    """Register the challenger (once per run), alias it `challenger`; the registered_model extra."""
+    from training import registry, tracking
+
+    if not decision["register"]:
+        raise ValueError(f"the gate did not approve this challenger: {decision['explanation']}")
+    mlflow_client = tracking.client()
+    challenger = decision["challenger"]
+    mv = registry.register_once(
+        mlflow_client, decision["model_name"], challenger["model_uri"], challenger["model_id"],
+        challenger["run_id"], _version_tags(decision, dataset_summary, trigger),
+        _description(decision, dataset_summary, trigger),
+    )
+    return {
+        "model_name": decision["model_name"],
+        "version": str(mv.version),
+        "run_id": challenger["run_id"],
+        "metrics": challenger["test"],
+        "champion_version": decision["champion_version"],
+        "champion_metrics": decision["champion_metrics"],
+        "trigger_reason": trigger["reason"],
+        "gate_rule": decision["rule"],
+        **events.lineage_ids(trigger),
+    }
+
