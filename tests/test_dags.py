@@ -1,0 +1,99 @@
+"""DAG integrity: every DAG imports, the assets form the chain, and DAG files stay light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+HEAVY = ("pandas", "numpy", "pyarrow", "feast", "mlflow", "sklearn", "evidently", "duckdb", "fastapi")
+
+# (schedule's assets, outlets) of each DAG: the chain described in datasets.py.
+CHAIN = {
+    "dataops": (set(), {"feature_table"}),
+    "training": ({"feature_table", "drift_report"}, {"registered_model"}),
+    "serving": ({"registered_model"}, {"deployed_model"}),
+    "monitoring": (None, {"drift_report"}),  # started by its own deferrable sensor
+    # Records each deployed version's baseline (deployment time) for the monitoring sensor.
+    "monitoring_baseline": ({"deployed_model"}, set()),
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_every_dag_imports(dagbag):
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == set(CHAIN)
+
+
+def _schedule_assets(dag) -> set[str]:
+    from airflow.sdk import Asset
+
+    found = set()
+
+    def walk(node):
+        if isinstance(node, Asset):
+            found.add(node.name)
+        for child in getattr(node, "objects", ()) or ():
+            walk(child)
+
+    walk(getattr(dag.timetable, "asset_condition", None))
+    return found
+
+
+@pytest.mark.parametrize("dag_id", sorted(CHAIN))
+def test_schedules_and_outlets_form_the_chain(dagbag, dag_id):
+    import datasets
+
+    dag = dagbag.dags[dag_id]
+    scheduled_on, emits = CHAIN[dag_id]
+    if scheduled_on is not None:
+        assert _schedule_assets(dag) == scheduled_on
+    outlets = {o.name for t in dag.tasks for o in t.outlets}
+    assert outlets == emits
+    known = {a.name: a.uri for a in datasets.ALL}
+    for task in dag.tasks:
+        for outlet in task.outlets:
+            assert known[outlet.name] == outlet.uri, "assets must come from datasets.py"
+    assert dag.max_active_runs == 1
+
+
+def test_assets_are_defined_once_in_datasets_py():
+    for path in [*DAG_FILES, *REPO.glob("*/**/*.py")]:
+        if ".venv" in path.parts or "tests" in path.parts or path.name == "datasets.py":
+            continue
+        assert "Asset(" not in path.read_text(), f"{path} defines an asset outside datasets.py"
+
+
+def test_no_direct_links_between_dags():
+    for path in DAG_FILES:
+        text = path.read_text()
+        for banned in ("TriggerDagRunOperator", "ExternalTaskSensor", "ExternalTaskMarker", "xcom_pull(dag_id"):
+            assert banned not in text, f"{path.name} uses {banned}"
+
+
+def test_dag_files_do_not_import_heavy_libraries():
+    code = (
+        "import json, sys, runpy\n"
+        f"sys.path.append({str(REPO / 'dags')!r})  # as Airflow does: after the repo root\n"
+        "out = {}\n"
+        "for path in sys.argv[1:]:\n"
+        "    before = set(sys.modules)\n"
+        "    runpy.run_path(path)\n"
+        f"    out[path] = sorted(m for m in set(sys.modules) - before if m.split('.')[0] in {HEAVY!r})\n"
+        "print(json.dumps(out))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *map(str, DAG_FILES)], capture_output=True, text=True,
+                            cwd=REPO, check=True)
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {Path(p).name: mods for p, mods in loaded.items() if mods} == {}
