@@ -82,7 +82,7 @@ def test_monitor_decide_over_the_same_drifted_traffic(monitor_env):
     assert [d["reason"] for d in decisions] == ["retrain"] + ["already_triggered"] * 4
     replay = monitor.decide(summary("w0", 0.75), now=T0 + timedelta(hours=5))
     assert replay == decisions[0]  # the emitting task's retry still sees "retrain"
-    new_version = monitor.decide(summary("x0", 0.75, version="2"), now=T0 + timedelta(minutes=10))
+    new_version = monitor.decide(summary("x0", 0.75, version="2"), now=T0 + timedelta(minutes=monitor_env.retrain_cooldown_minutes / 2))
     assert new_version["reason"] == "cooldown"
     stored = state.load(monitor_env.model_name)
     assert set(stored["versions"]) == {"1", "2"}
