@@ -1,0 +1,235 @@
+"""The serving DAG's steps as plain functions: choose, validate, promote, reload, smoke, roll back.
+
+Order of a deployment, and what a failure at each step leaves behind:
+1. choose the newest version named by the triggering events (older ones are
+   superseded); nothing to do when production already has it or a newer one;
+2. validate it with no traffic (`serving.validation`): on failure production is
+   untouched and the run fails with the reason;
+3. promote: `production` -> the version, `previous` -> the old production, the
+   deployment history tags (`serving.registry`) updated;
+4. reload the server and wait (deferrable sensor) until GET /version reports it;
+5. smoke-test the running server with a few real flights.
+Any failure after the alias move (3-5, or publishing the event) rolls back:
+`production` and `previous` return to where they were, the server reloads, and the
+run fails naming the reason. Only a fully successful run emits `deployed_model`.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+import numpy as np
+
+import settings
+from serving import registry
+from serving.client import ServerClient, request_payload
+
+log = logging.getLogger(__name__)
+
+SMOKE_FLIGHTS = 5
+
+
+class DeployFailed(RuntimeError):
+    """A step after validation failed; the message says what the server or registry did."""
+
+
+@contextmanager
+def failure_reason(ti):
+    """Record why a task failed (XCom key `failure`) for the rollback task, then fail as before."""
+    try:
+        yield
+    except Exception as exc:
+        ti.xcom_push(key="failure", value=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+# -- 1. choose ----------------------------------------------------------------------
+def versions_named(extras: list[dict], conf_versions: list | None = None, model_name: str | None = None) -> list[str]:
+    """Versions of `model_name` named by the events (and a manual run's conf), newest first, once each."""
+    model_name = model_name or settings.get().model_name
+    named = [str(e["version"]) for e in extras if e.get("version") and e.get("model_name", model_name) == model_name]
+    named += [str(v) for v in conf_versions or []]
+    ignored = [e for e in extras if e.get("model_name", model_name) != model_name]
+    if ignored:
+        log.warning("ignoring %d event(s) for other models: %s", len(ignored), ignored)
+    return sorted(set(named), key=int, reverse=True)
+
+
+def choose_version(extras: list[dict], conf_versions: list | None = None,
+                   cfg: settings.Settings | None = None) -> tuple[str | None, str]:
+    """(the version to deploy or None, why)."""
+    cfg = cfg or settings.get()
+    versions = versions_named(extras, conf_versions, cfg.model_name)
+    if not versions:
+        return None, "the triggering events name no version of " + cfg.model_name
+    newest, superseded = versions[0], versions[1:]
+    if superseded:
+        log.info("version %s supersedes %s: only the newest is deployed", newest, superseded)
+    production = registry.alias_version(registry.client(cfg.mlflow_tracking_uri), cfg.model_name, registry.PRODUCTION)
+    if production is not None and int(production) >= int(newest):
+        return None, f"production already serves version {production} (newest named: {newest})"
+    return newest, f"deploying version {newest}; production is {production}; superseded: {superseded or 'none'}"
+
+
+# -- 2. validate ----------------------------------------------------------------------
+def validate(version: str, cfg: settings.Settings | None = None) -> dict:
+    from serving.validation import validate as run_checks
+
+    cfg = cfg or settings.get()
+    return run_checks(cfg.model_name, version, cfg)
+
+
+# -- 3. promote -----------------------------------------------------------------------
+def promote(version: str, cfg: settings.Settings | None = None) -> dict:
+    """Move `production` to `version` and `previous` to the old production. Idempotent."""
+    cfg = cfg or settings.get()
+    mlflow_client, name = registry.client(cfg.mlflow_tracking_uri), cfg.model_name
+    production = registry.alias_version(mlflow_client, name, registry.PRODUCTION)
+    if production == str(version):  # a re-run after the move: report the recorded promotion
+        tags = registry.version_tags(mlflow_client, name, version)
+        return _promotion(name, version, tags.get("previous_production") or None,
+                          tags.get("prior_previous") or None, tags.get("promoted_at", ""))
+    prior_previous = registry.alias_version(mlflow_client, name, registry.PREVIOUS)
+    when = registry.now_iso()
+    try:
+        mlflow_client.set_model_version_tag(name, version, "previous_production", production or "")
+        mlflow_client.set_model_version_tag(name, version, "prior_previous", prior_previous or "")
+        mlflow_client.set_model_version_tag(name, version, "promoted_at", when)
+        registry.point_alias(mlflow_client, name, registry.PRODUCTION, version)
+        if production is not None:
+            registry.point_alias(mlflow_client, name, registry.PREVIOUS, production)
+            registry.mark_retired(mlflow_client, name, production, when)
+        registry.mark_deployed(mlflow_client, name, version, when)
+    except Exception:
+        log.exception("promotion of %s failed half-way: restoring production=%s previous=%s",
+                      version, production, prior_previous)
+        registry.point_alias(mlflow_client, name, registry.PRODUCTION, production)
+        registry.point_alias(mlflow_client, name, registry.PREVIOUS, prior_previous)
+        raise
+    log.info("production: %s -> %s", production, version)
+    return _promotion(name, version, production, prior_previous, when)
+
+
+def _promotion(name: str, version: str, previous: str | None, prior_previous: str | None, when: str) -> dict:
+    return {"model_name": name, "version": str(version), "previous_version": previous,
+            "prior_previous_version": prior_previous, "promoted_at": when}
+
+
+# -- 4. reload ------------------------------------------------------------------------
+def reload_server(version: str, cfg: settings.Settings | None = None) -> dict:
+    """Tell the server to load the production alias now; it must answer with `version`."""
+    server = ServerClient((cfg or settings.get()).model_server_url)
+    try:
+        answer = server.reload()
+    finally:
+        server.close()
+    if answer.get("version") != str(version):
+        raise DeployFailed(f"the server reloaded version {answer.get('version')}, expected {version}")
+    return answer
+
+
+# -- 5. smoke -------------------------------------------------------------------------
+def smoke_flights(version: str, cfg: settings.Settings | None = None, count: int = SMOKE_FLIGHTS):
+    """A few real flights from the version's test range in the feature store."""
+    from serving.validation import labelled_flights, utc
+
+    cfg = cfg or settings.get()
+    tags = registry.version_tags(registry.client(cfg.mlflow_tracking_uri), cfg.model_name, version)
+    return labelled_flights(utc(tags["test_start"]), utc(tags["test_end"]), cap=count)
+
+
+def smoke_test(version: str, cfg: settings.Settings | None = None, payloads: list[dict] | None = None) -> dict:
+    """Single and batch predictions on the running server; all must answer with `version`."""
+    cfg = cfg or settings.get()
+    if payloads is None:
+        payloads = [request_payload(row) for _, row in smoke_flights(version, cfg).iterrows()]
+    if not payloads:
+        raise DeployFailed("no flights to smoke-test with")
+    server = ServerClient(cfg.model_server_url)
+    try:
+        singles = [server.predict(p) for p in payloads]
+        batch = server.predict_batch(payloads)
+    finally:
+        server.close()
+    found = [_problem(resp, version) for resp in singles] + [_problem(batch, version, batch=True)]
+    problems = [p for p in found if p] or _consistency(singles, batch)
+    if problems:
+        raise DeployFailed(f"smoke test of version {version} failed: " + "; ".join(problems[:5]))
+    latencies = [r.elapsed.total_seconds() * 1000 for r in singles]
+    probabilities = [r.json()["probability"] for r in singles]
+    return {
+        "requests": len(singles) + 1, "flights": len(payloads),
+        "latency_ms_p50": float(np.percentile(latencies, 50)), "latency_ms_max": float(max(latencies)),
+        "batch_latency_ms": batch.elapsed.total_seconds() * 1000, "mean_probability": float(np.mean(probabilities)),
+        "unknown_entities": sum(len(r.json()["unknown_entities"]) for r in singles),
+    }
+
+
+def _problem(resp, version: str, batch: bool = False) -> str | None:
+    what = "POST /predict/batch" if batch else "POST /predict"
+    if resp.status_code != 200:
+        return f"{what} answered {resp.status_code}: {resp.text[:300]}"
+    body = resp.json()
+    answers = body["predictions"] if batch else [body]
+    if body["model_version"] != str(version):
+        return f"{what} answered with version {body['model_version']}, expected {version}"
+    if not all(0.0 <= a["probability"] <= 1.0 for a in answers):
+        return f"{what} gave a probability outside [0, 1]"
+    return None
+
+
+def _consistency(singles: list, batch) -> list[str]:
+    single = np.array([r.json()["probability"] for r in singles])
+    batched = np.array([a["probability"] for a in batch.json()["predictions"]])
+    if single.shape != batched.shape or not np.allclose(single, batched, rtol=0, atol=1e-9):
+        return [f"batch and single predictions differ: {batched.tolist()} vs {single.tolist()}"]
+    return []
+
+
+# -- publish --------------------------------------------------------------------------
+def deployed_extra(promotion: dict, validation: dict, smoke: dict) -> dict:
+    """The `deployed_model` event extra (keys listed in datasets.py)."""
+    return {
+        "model_name": promotion["model_name"], "version": promotion["version"],
+        "previous_version": promotion["previous_version"], "validation": validation, "smoke": smoke,
+    }
+
+
+# -- rollback -------------------------------------------------------------------------
+def rollback(promotion: dict, reason: str, cfg: settings.Settings | None = None) -> dict:
+    """Put `production`/`previous` back as they were before `promotion`, and make the server follow."""
+    cfg = cfg or settings.get()
+    mlflow_client, name = registry.client(cfg.mlflow_tracking_uri), promotion["model_name"]
+    version, previous = promotion["version"], promotion["previous_version"]
+    production = registry.alias_version(mlflow_client, name, registry.PRODUCTION)
+    if production not in (str(version), previous):
+        raise DeployFailed(f"production points to {production}, neither {version} nor {previous}: "
+                           "someone else moved it, so the rollback leaves it alone")
+    when = registry.now_iso()
+    registry.point_alias(mlflow_client, name, registry.PRODUCTION, previous)
+    registry.point_alias(mlflow_client, name, registry.PREVIOUS, promotion["prior_previous_version"])
+    if production == str(version):
+        registry.mark_retired(mlflow_client, name, version, when)
+        mlflow_client.set_model_version_tag(name, version, "rolled_back_at", when)
+        mlflow_client.set_model_version_tag(name, version, "rollback_reason", reason[:4000])
+        if previous is not None:
+            registry.mark_deployed(mlflow_client, name, previous, when)
+    log.warning("rolled back %s: production is %s again (%s)", version, previous, reason)
+    return {"rolled_back_version": str(version), "production": previous, "server": _server_follows(previous, cfg)}
+
+
+def _server_follows(version: str | None, cfg: settings.Settings) -> str:
+    """Reload the server and wait until it reports `version`; returns what it reports."""
+    server = ServerClient(cfg.model_server_url)
+    try:
+        try:
+            server.reload()
+        except Exception as exc:  # the server's poll of the alias is the fallback
+            log.error("the server did not reload after the rollback: %s", exc)
+        seen = server.wait_for_version(version, timeout=cfg.deploy_timeout_seconds)
+    finally:
+        server.close()
+    if seen != version:
+        raise DeployFailed(f"rolled back the aliases to {version}, but the server still reports {seen}")
+    return f"serving {version}" if version else "no model (there was no previous production version)"

@@ -1,0 +1,139 @@
+"""The inference log: every answered prediction, written in batches for monitoring.
+
+Requests only append a row to an in-memory buffer (a list append under a lock); a
+background thread writes the buffer as parquet when it holds `flush_rows` rows or
+`flush_seconds` have passed, one file per model version:
+`<storage>/inference/version=<v>/<UTC stamp>-<uuid8>.parquet`, through
+`storage.write_bytes` (atomic: a reader never sees half a file). `close()` (called
+by the server's lifespan on a clean stop) writes what is left. A failed write keeps
+the rows for the next attempt (up to a bound, so a long storage outage cannot
+exhaust memory).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+
+import pandas as pd
+
+import storage
+from features.compute import MODEL_FEATURES
+
+log = logging.getLogger(__name__)
+
+_TS = "datetime64[us, UTC]"
+KEY_COLUMNS = ["request_id", "request_time", "model_name", "model_version", "carrier", "flight", "tailnum",
+               "origin", "dest", "route", "sched_dep_ts", "flight_id"]
+COLUMNS = KEY_COLUMNS + MODEL_FEATURES + ["probability", "prediction", "latency_ms"]
+
+
+def to_frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows -> the contract's columns and types."""
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for col in ("request_time", "sched_dep_ts"):
+        df[col] = pd.to_datetime(df[col], utc=True).astype(_TS)
+    for col in ("request_id", "model_name", "model_version", "carrier", "origin", "dest", "route", "flight_id",
+                "tailnum"):
+        df[col] = df[col].astype("string")
+    df["flight"] = df["flight"].astype("int64")
+    df["prediction"] = df["prediction"].astype("int64")
+    for col in [*MODEL_FEATURES, "probability", "latency_ms"]:
+        df[col] = df[col].astype("float64")
+    return df
+
+
+class InferenceLog:
+    def __init__(self, flush_rows: int, flush_seconds: float, store: storage.Storage | None = None):
+        self.flush_rows = max(1, flush_rows)
+        self.flush_seconds = flush_seconds
+        self.store = store or storage.get()
+        self._rows: list[dict] = []
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.max_pending = max(100_000, 100 * self.flush_rows)
+        self.files_written = 0
+        self.rows_written = 0
+        self.rows_dropped = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
+        self._thread.start()
+
+    def append(self, rows: list[dict]) -> None:
+        with self._lock:
+            self._rows.extend(rows)
+            full = len(self._rows) >= self.flush_rows
+        if full:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def flush(self) -> int:
+        """Write everything buffered now, one file per model version. Returns the rows written."""
+        with self._write_lock:
+            with self._lock:
+                rows, self._rows = self._rows, []
+            written, failed = 0, []
+            for version, part in _by_version(rows).items():
+                try:
+                    self._write(version, part)
+                    written += len(part)
+                except Exception:
+                    log.exception("inference log: writing %d rows of version %s failed; kept for the next flush",
+                                  len(part), version)
+                    failed.extend(part)
+            if failed:
+                self._requeue(failed)
+            return written
+
+    def _requeue(self, rows: list[dict]) -> None:
+        with self._lock:
+            self._rows[:0] = rows
+            excess = len(self._rows) - self.max_pending
+            if excess > 0:  # storage has been failing for a long time: bound the memory
+                del self._rows[:excess]
+                self.rows_dropped += excess
+                log.error("inference log: dropped the %d oldest unwritten rows", excess)
+
+    def close(self) -> None:
+        """Stop the background thread and write what is left."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.flush()
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(timeout=max(0.05, self.flush_seconds - (time.monotonic() - last)))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if len(self._rows) >= self.flush_rows or time.monotonic() - last >= self.flush_seconds:
+                self.flush()
+                last = time.monotonic()
+
+    def _write(self, version: str, rows: list[dict]) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        url = self.store.url("inference", f"version={version}", f"{stamp}-{uuid.uuid4().hex[:8]}.parquet")
+        self.store.write_parquet(url, to_frame(rows))
+        self.files_written += 1
+        self.rows_written += len(rows)
+        log.info("inference log: %d rows -> %s", len(rows), url)
+
+
+def _by_version(rows: list[dict]) -> dict[str, list[dict]]:
+    parts: dict[str, list[dict]] = {}
+    for row in rows:
+        parts.setdefault(str(row["model_version"]), []).append(row)
+    return parts

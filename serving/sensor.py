@@ -1,0 +1,104 @@
+"""Waiting for the model server to serve a version: a deferrable sensor and its trigger.
+
+After the `production` alias moves, the serving DAG waits until GET /version on the
+model server reports the new version. The wait runs in the triggerer, so no worker
+slot is held. The trigger itself enforces the deadline (`deploy_timeout_seconds`)
+and fires with `status: timeout` and the last version it saw, so the task fails
+with a reason the rollback can report. The deadline is a wall-clock time, so a
+triggerer restart does not extend it. Imported by the DAG file: no heavy imports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class ServerVersionTrigger(BaseTrigger):
+    """Fires when GET {server_url}/version reports `version`, or at `deadline` (epoch seconds)."""
+
+    def __init__(self, server_url: str, version: str, deadline: float, poll_seconds: float = 1.0):
+        super().__init__()
+        self.server_url = server_url.rstrip("/")
+        self.version = str(version)
+        self.deadline = float(deadline)
+        self.poll_seconds = float(poll_seconds)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "serving.sensor.ServerVersionTrigger",
+            {"server_url": self.server_url, "version": self.version, "deadline": self.deadline,
+             "poll_seconds": self.poll_seconds},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import httpx
+
+        started = time.time()
+        async with httpx.AsyncClient(base_url=self.server_url, timeout=5.0) as http:
+            while True:
+                seen = await _reported_version(http)
+                if seen == self.version:
+                    yield TriggerEvent({"status": "ok", "version": seen, "waited_seconds": time.time() - started})
+                    return
+                if time.time() >= self.deadline:
+                    yield TriggerEvent({"status": "timeout", "version": self.version, "last_seen": seen,
+                                        "waited_seconds": time.time() - started})
+                    return
+                await asyncio.sleep(self.poll_seconds)
+
+
+async def _reported_version(http) -> str:
+    import httpx
+
+    try:
+        resp = await http.get("/version")
+    except httpx.HTTPError as exc:
+        return f"unreachable ({type(exc).__name__})"
+    if resp.status_code != 200:
+        return f"HTTP {resp.status_code}"
+    return str(resp.json().get("version"))
+
+
+class ServerVersionSensor(BaseSensorOperator):
+    """Waits, in the triggerer, until the model server reports `promotion["version"]`.
+
+    `promotion` is the promote task's output (an XComArg, resolved at run time).
+    Returns the trigger's event; on timeout records the reason (XCom `failure`) and fails.
+    """
+
+    template_fields = ("promotion",)
+
+    def __init__(self, *, promotion, server_url: str, deploy_timeout_seconds: float, poll_seconds: float = 1.0,
+                 **kwargs):
+        kwargs.setdefault("timeout", deploy_timeout_seconds + 60)  # a net under the trigger's own deadline
+        super().__init__(**kwargs)
+        self.promotion = promotion
+        self.server_url = server_url
+        self.deploy_timeout_seconds = deploy_timeout_seconds
+        self.poll_seconds = poll_seconds
+
+    def execute(self, context) -> None:
+        self.defer(
+            trigger=ServerVersionTrigger(self.server_url, str(self.promotion["version"]),
+                                         time.time() + self.deploy_timeout_seconds, self.poll_seconds),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict:
+        event = event or {}
+        if event.get("status") == "ok":
+            self.log.info("the model server serves version %s after %.1fs", event["version"], event["waited_seconds"])
+            return event
+        reason = (f"the model server still reported {event.get('last_seen')!r} after "
+                  f"{self.deploy_timeout_seconds:.0f}s, expected version {event.get('version')}")
+        context["ti"].xcom_push(key="failure", value=reason)
+        raise AirflowException(reason)
