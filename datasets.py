@@ -22,7 +22,7 @@ feature_table = Asset(name="feature_table", uri=f"{_root}/features/feature_table
 
 # A model version in the MLflow registry that passed the champion/challenger gate.
 # extra: model_name, version, run_id, metrics, champion_version, champion_metrics,
-#        trigger_reason, feature_table_events, drift_report_events.
+#        trigger_reason, gate_rule, feature_table_events[{id, batch_id}], drift_report_events.
 registered_model = Asset(name="registered_model", uri=f"{_root}/models/registered_model", group="models")
 
 # The model version the model server answers with (MLflow alias `production`).
@@ -30,7 +30,8 @@ registered_model = Asset(name="registered_model", uri=f"{_root}/models/registere
 deployed_model = Asset(name="deployed_model", uri=f"{_root}/models/deployed_model", group="models")
 
 # A drift report on served traffic whose policy said "retrain".
-# extra: report_path, drift_share, drifted_columns, quality, model_version, window.
+# extra: report_path, json_path, drift_share, drifted_columns, prediction_drift, quality,
+#        model_name, model_version, window{id, start, end, rows}, reason.
 drift_report = Asset(name="drift_report", uri=f"{_root}/reports/drift_report", group="monitoring")
 
 ALL = (feature_table, registered_model, deployed_model, drift_report)
