@@ -117,7 +117,8 @@ def follow_deployment(f: Follower, reg_after: int, dep_after: int, since: str, w
     deployed = f.wait("deployed_model", dep_after, 240, "serving",
                       predicate=lambda e: str(e["extra"].get("version")) == str(r.get("version")))
     d = deployed["extra"]
-    say("deployed_model", f"v{d.get('version')} serving (previous v{d.get('previous_version')})")
+    previous = f"previous v{d['previous_version']}" if d.get("previous_version") else "first deployment"
+    say("deployed_model", f"v{d.get('version')} serving ({previous})")
     return deployed
 
 
@@ -159,7 +160,8 @@ def run(args) -> int:
     say("drift_report", f"share {x.get('drift_share')} drifted for v{x.get('model_version')}: {x.get('report_path')}")
     deployed = follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "drift")
 
-    after_version = deployed["extra"]["version"] if deployed else before_version
+    latest = f.client.asset_events("deployed_model")
+    after_version = latest[-1]["extra"].get("version") if latest else None
     print()
     print(f"Assets view     {cfg.airflow_url}/assets")
     print(f"MLflow model    {cfg.mlflow_tracking_uri}/#/models/{cfg.model_name}")

@@ -47,8 +47,9 @@ def chain(client: AirflowClient, cfg: settings.Settings) -> list[str]:
     lines.append(f"production model  {cfg.model_name} v{version}  ({cfg.mlflow_tracking_uri}/#/models/{cfg.model_name})")
     deployed = _by_version(client.asset_events("deployed_model", limit=1000), version)
     if deployed:
+        previous = deployed["extra"].get("previous_version")
         lines.append(f"  deployed_model   event {deployed['id']} at {deployed['timestamp']}, "
-                     f"previous v{deployed['extra'].get('previous_version')}")
+                     + (f"previous v{previous}" if previous else "first deployment"))
     registered = _by_version(client.asset_events("registered_model", limit=1000), version)
     if registered is None:
         lines.append("  registered_model (no event for this version)")
