@@ -19,15 +19,23 @@ from ops.airflow_api import AirflowClient
 pytestmark = pytest.mark.integration
 
 
-def wait_for_idle_dataops(client: AirflowClient, after: str, timeout: float = 120) -> dict:
-    """The first dataops run started after `after` that has processed files and finished."""
+def wait_for_run_that_ingested(client: AirflowClient, after: str, timeout: float = 240) -> dict:
+    """The finished dataops run whose sensor picked files up after `after` (ISO, UTC).
+
+    The continuous DAG's next run starts, and defers, before anything is dropped, so the run
+    is found by when its sensor fired, not by when it started.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for run in client.dag_runs("dataops"):
-            if run["start_date"] and run["start_date"] > after and run["state"] in ("success", "failed"):
+            if run["state"] not in ("success", "failed"):
+                continue
+            tis = {t["task_id"]: t for t in client.task_instances("dataops", run["dag_run_id"])}
+            fired = tis["wait_for_landing_files"]["end_date"] or ""
+            if fired > after:
                 return run
         time.sleep(1)
-    raise TimeoutError("no dataops run finished")
+    raise TimeoutError("no dataops run ingested the dropped file")
 
 
 def test_landing_to_feature_table(local_stack):
@@ -62,7 +70,7 @@ def test_landing_to_feature_table(local_stack):
     # Same content again: recognised by its hash, moved aside, no second event.
     mark = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     samples.drop("2013-01", kinds=("weather",))
-    run = wait_for_idle_dataops(client, mark)
+    run = wait_for_run_that_ingested(client, mark)
     assert run["state"] == "success"
     states = {t["task_id"]: t["state"] for t in client.task_instances("dataops", run["dag_run_id"])}
     assert states["write_features"] == "skipped" and states["materialize_online"] == "skipped"
