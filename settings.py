@@ -76,10 +76,6 @@ class Settings:
     quality_drop_margin: float
     retrain_cooldown_minutes: float
 
-    @property
-    def is_s3(self) -> bool:
-        return self.storage_url.startswith("s3://")
-
 
 def load() -> Settings:
     """Read the environment now (tests change it between calls)."""

@@ -81,9 +81,6 @@ class Storage:
         self.fs.invalidate_cache(posixpath.dirname(path))
         return self.fs.exists(path)
 
-    def size(self, url: str) -> int:
-        return int(self.fs.size(self._path(url)))
-
     # -- bytes -------------------------------------------------------------------
     def read_bytes(self, url: str) -> bytes:
         return self.fs.cat_file(self._path(url))
@@ -108,14 +105,6 @@ class Storage:
     def move(self, src: str, dst: str) -> None:
         self.fs.makedirs(posixpath.dirname(self._path(dst)), exist_ok=True)
         self.fs.mv(self._path(src), self._path(dst))
-
-    def copy(self, src: str, dst: str) -> None:
-        self.fs.makedirs(posixpath.dirname(self._path(dst)), exist_ok=True)
-        self.fs.copy(self._path(src), self._path(dst))
-
-    def delete(self, url: str) -> None:
-        if self.exists(url):
-            self.fs.rm(self._path(url))
 
     # -- structured ----------------------------------------------------------------
     def write_json(self, url: str, obj: Any) -> None:

@@ -19,7 +19,6 @@ def test_embedded_defaults_need_no_environment(monkeypatch, tmp_path):
     assert cfg.storage_url == (REPO / ".local" / "storage").as_uri()
     assert cfg.airflow_db_url.startswith("sqlite:///")
     assert cfg.mlflow_tracking_uri == "http://127.0.0.1:5000"
-    assert not cfg.is_s3
 
 
 def test_environment_overrides(monkeypatch, tmp_path):
@@ -28,7 +27,7 @@ def test_environment_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv("MLOPS_GATE_MARGIN", "0.02")
     cfg = settings.load()
     assert cfg.home == tmp_path
-    assert cfg.storage_url == "s3://bucket/prefix" and cfg.is_s3
+    assert cfg.storage_url == "s3://bucket/prefix"
     assert cfg.gate_margin == 0.02
     assert cfg.feast_registry == str(tmp_path / "feast" / "registry.db")
 
