@@ -23,8 +23,6 @@ from datasets import deployed_model, registered_model
 from serving.sensor import ServerVersionSensor
 
 cfg = settings.get()
-BEFORE_ALIAS_MOVE = ("choose_version", "validate", "promote")
-AFTER_ALIAS_MOVE = ("reload_server", "wait_for_server", "smoke_test", "publish")
 
 
 @dag(
@@ -92,22 +90,9 @@ def serving():
 
     @task(trigger_rule="one_failed")
     def rollback(ti=None) -> None:
-        from serving.deploy import rollback
+        from serving.deploy import rollback_failed_run
 
-        def reasons(task_ids):
-            found = [f"{t}: {r}" for t in task_ids if (r := ti.xcom_pull(task_ids=t, key="failure"))]
-            return "; ".join(found) or "a step failed (see the failed task's log)"
-
-        promotion = ti.xcom_pull(task_ids="promote")
-        if not promotion:
-            raise AirflowFailException(f"nothing to roll back, production is unchanged. "
-                                       f"{reasons(BEFORE_ALIAS_MOVE)}")
-        reason = reasons(AFTER_ALIAS_MOVE)
-        outcome = rollback(promotion, reason)
-        raise AirflowFailException(
-            f"version {promotion['version']} was rolled back; production is "
-            f"{promotion['previous_version']} again ({outcome['server']}). Reason: {reason}"
-        )
+        raise AirflowFailException(rollback_failed_run(ti))
 
     version = choose_version()
     validation = validate(version)

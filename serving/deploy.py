@@ -219,6 +219,30 @@ def rollback(promotion: dict, reason: str, cfg: settings.Settings | None = None)
     return {"rolled_back_version": str(version), "production": previous, "server": _server_follows(previous, cfg)}
 
 
+# Task ids of the serving DAG, before and after `production` moves to the new version.
+BEFORE_ALIAS_MOVE = ("choose_version", "validate", "promote")
+AFTER_ALIAS_MOVE = ("reload_server", "wait_for_server", "smoke_test", "publish")
+
+
+def _recorded_reasons(ti, task_ids) -> str:
+    found = [f"{t}: {r}" for t in task_ids if (r := ti.xcom_pull(task_ids=t, key="failure"))]
+    return "; ".join(found) or "a step failed (see the failed task's log)"
+
+
+def rollback_failed_run(ti) -> str:
+    """The serving DAG's rollback step: undo the alias move, if there was one.
+
+    Returns the message the run must fail with, naming the failed steps' reasons.
+    """
+    promotion = ti.xcom_pull(task_ids="promote")
+    if not promotion:
+        return f"nothing to roll back, production is unchanged. {_recorded_reasons(ti, BEFORE_ALIAS_MOVE)}"
+    reason = _recorded_reasons(ti, AFTER_ALIAS_MOVE)
+    outcome = rollback(promotion, reason)
+    return (f"version {promotion['version']} was rolled back; production is "
+            f"{promotion['previous_version']} again ({outcome['server']}). Reason: {reason}")
+
+
 def _server_follows(version: str | None, cfg: settings.Settings) -> str:
     """Reload the server and wait until it reports `version`; returns what it reports."""
     server = ServerClient(cfg.model_server_url)
