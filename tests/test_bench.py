@@ -1,0 +1,51 @@
+"""The chain benchmark's accounting: every second of T_e2e lands in exactly one part."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from bench.chain_bench import CATEGORIES, PATH, breakdown, per_task
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+
+def synthetic_run(landed: float = 1000.0, wait: float = 0.25, run: float = 1.0, hop: float = 0.5):
+    """A chain where every task waits `wait`, runs `run`, and each asset hop takes `hop`."""
+    t = landed + 3.0  # the sensor fires 3 s after the drop
+    runs = {"dataops": {"start": landed - 60, "tasks": {"wait_for_landing_files": {"start": landed - 60, "end": t}}}}
+    events = {}
+    for dag_id, path in PATH.items():
+        if dag_id != "dataops":
+            t += hop
+            runs[dag_id] = {"start": t, "tasks": {}}
+        for task_id, _ in path:
+            runs[dag_id]["tasks"][task_id] = {"start": t + wait, "end": t + wait + run}
+            t += wait + run
+        asset = {"dataops": "feature_table", "training": "registered_model", "serving": "deployed_model"}[dag_id]
+        events[asset] = {"timestamp": _iso(t)}
+    return {"landed": landed, "t_e2e": t - landed, "runs": runs, "events": events}
+
+
+def test_the_parts_add_up_to_the_end_to_end_time():
+    tasks = sum(len(p) for p in PATH.values())
+    compute = {stage: 0.4 for path in PATH.values() for _, stage in path}
+    run = synthetic_run()
+    parts = breakdown(run, compute)
+
+    assert abs(parts["detection"] - 3.0) < 1e-6
+    assert abs(parts["asset_hop"] - 2 * 0.5) < 1e-6
+    assert abs(parts["queueing"] - tasks * 0.25) < 1e-6
+    assert abs(parts["compute"] - tasks * 0.4) < 1e-6
+    assert abs(parts["start_imports"] - tasks * 0.6) < 1e-6
+    assert abs(parts["residual"]) < 1e-6
+    assert abs(sum(parts[c] for c in CATEGORIES) - run["t_e2e"]) < 1e-6
+
+
+def test_per_task_reports_the_median_wait_and_run_of_every_task_on_the_path():
+    compute = {stage: 0.1 for path in PATH.values() for _, stage in path}
+    rows = per_task([synthetic_run(wait=0.2), synthetic_run(wait=0.3), synthetic_run(wait=0.9)], compute)
+
+    assert [r["task"] for r in rows] == [f"{d}.{t}" for d, path in PATH.items() for t, _ in path]
+    assert all(abs(r["wait_s"] - 0.3) < 1e-6 and abs(r["run_s"] - 1.0) < 1e-6 for r in rows)
