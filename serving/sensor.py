@@ -1,8 +1,9 @@
 """Waiting for the model server to serve a version: a deferrable sensor and its trigger.
 
 After the `production` alias moves, the serving DAG waits until GET /version on the
-model server reports the new version. The wait runs in the triggerer, so no worker
-slot is held. The trigger itself enforces the deadline (`deploy_timeout_seconds`)
+model server reports the new version. It asks once before deferring (the server has
+usually loaded it already); any longer wait runs in the triggerer, so no worker slot
+is held. The trigger itself enforces the deadline (`deploy_timeout_seconds`)
 and fires with `status: timeout` and the last version it saw, so the task fails
 with a reason the rollback can report. The deadline is a wall-clock time, so a
 triggerer restart does not extend it. Imported by the DAG file: no heavy imports.
@@ -62,6 +63,21 @@ async def _reported_version(http) -> str:
         resp = await http.get("/version")
     except httpx.HTTPError as exc:
         return f"unreachable ({type(exc).__name__})"
+    return _version_in(resp)
+
+
+def reported_version_now(server_url: str) -> str:
+    """The same answer as the trigger's, asked once, synchronously."""
+    import httpx
+
+    try:
+        resp = httpx.get(f"{server_url.rstrip('/')}/version", timeout=5.0)
+    except httpx.HTTPError as exc:
+        return f"unreachable ({type(exc).__name__})"
+    return _version_in(resp)
+
+
+def _version_in(resp) -> str:
     if resp.status_code != 200:
         return f"HTTP {resp.status_code}"
     return str(resp.json().get("version"))
@@ -85,9 +101,14 @@ class ServerVersionSensor(BaseSensorOperator):
         self.deploy_timeout_seconds = deploy_timeout_seconds
         self.poll_seconds = poll_seconds
 
-    def execute(self, context) -> None:
+    def execute(self, context) -> dict | None:
+        version = str(self.promotion["version"])
+        # reload_server waits for the load, so the server usually serves the version already:
+        # then there is nothing to wait for (a deferral round trip costs seconds).
+        if reported_version_now(self.server_url) == version:
+            return self.execute_complete(context, {"status": "ok", "version": version, "waited_seconds": 0.0})
         self.defer(
-            trigger=ServerVersionTrigger(self.server_url, str(self.promotion["version"]),
+            trigger=ServerVersionTrigger(self.server_url, version,
                                          time.time() + self.deploy_timeout_seconds, self.poll_seconds),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),

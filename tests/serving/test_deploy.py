@@ -147,3 +147,22 @@ def test_reload_against_a_missing_server_fails_loudly(serving_env, versions):
     cfg = serving_env(versions["name"], MLOPS_MODEL_SERVER_URL=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(Exception, match="[Cc]onnect"):
         deploy.reload_server(versions["v1"], cfg)
+
+
+def test_the_sensor_defers_only_while_the_server_serves_another_version(live, versions, mlflow_server):
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from serving.sensor import ServerVersionSensor
+
+    registry.point_alias(registry.client(mlflow_server), versions["name"], registry.PRODUCTION, versions["v1"])
+    deploy.reload_server(versions["v1"], live)
+
+    def sensor(version):
+        return ServerVersionSensor(task_id="wait_for_server", promotion={"version": version},
+                                   server_url=live.model_server_url, deploy_timeout_seconds=5)
+
+    served = sensor(versions["v1"]).execute({})
+    assert served["status"] == "ok" and served["version"] == versions["v1"]
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(versions["v2"]).execute({})
+    assert deferred.value.trigger.version == versions["v2"]
