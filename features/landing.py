@@ -70,7 +70,8 @@ class LandingFilesTrigger(BaseTrigger):
                 self.log.info("landing files ready: %s", ready)
                 yield TriggerEvent({"files": ready})
                 return
-            await asyncio.sleep(self.poll_seconds)
+            # A file seen is stable or not after `stable_seconds`: look again then, not a whole poll later.
+            await asyncio.sleep(min(self.poll_seconds, self.stable_seconds) if first_seen else self.poll_seconds)
 
 
 class LandingZoneSensor(BaseSensorOperator):
