@@ -95,6 +95,9 @@ def create_app(make_service: Callable[[], ModelService] = _default_service) -> F
     ) -> ReloadResult:
         service = _service(request)
         _check_token(credentials, service.cfg.model_server_admin_token)
+        # A deployment can follow the first feature registration by seconds, sooner than the
+        # next poll: re-read the feature service too.
+        await asyncio.to_thread(service.refresh_features)
         try:
             return await asyncio.to_thread(service.reload)
         except LoadFailed as exc:

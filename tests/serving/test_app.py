@@ -269,3 +269,26 @@ def test_every_answer_is_in_the_inference_log_after_a_clean_stop(serve, versions
     assert unplaned["probability"] == pytest.approx(batch["predictions"][0]["probability"], abs=1e-12)
     assert pd.isna(unplaned["tailnum"]) and pd.isna(unplaned["seats"]) and first["seats"] > 0
     assert first[MODEL_FEATURES].notna().sum() > len(MODEL_FEATURES) / 2
+
+
+def test_admin_reload_also_picks_up_a_feature_service_registered_after_the_server_started(serve, versions, tmp_path):
+    """On a fresh install the first deployment comes seconds after dataops registers the features."""
+    import shutil
+
+    import settings
+
+    registered = settings.get().feast_registry
+    late = tmp_path / "feast" / "registry.db"
+    serve(versions["v1"], MLOPS_FEAST_REGISTRY=str(late))
+    with app_client() as client:
+        health = wait_until(lambda: (h := client.get("/health").json())["model_version"] == versions["v1"] and h,
+                            what="the model to load")
+        assert not health["features_ready"]
+        assert client.post("/predict", json=FLIGHT).status_code == 503
+
+        late.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(registered, late)  # what dataops' first batch does, as the server runs
+        assert client.post("/admin/reload", headers=ADMIN).status_code == 200
+        resp = client.post("/predict", json=FLIGHT)
+
+    assert resp.status_code == 200, resp.text
