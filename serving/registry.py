@@ -30,7 +30,9 @@ def client(tracking_uri: str | None = None):
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Microseconds: a deployment and the next one can fall in the same second, and the
+    # serving history is ordered by these stamps.
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _missing(exc: Exception) -> bool:
