@@ -203,7 +203,7 @@ def breakdown(e2e: dict, compute: dict[str, float]) -> dict[str, float]:
             out["compute"] += compute[stage]
             out["start_imports"] += (ti["end"] - ti["start"]) - compute[stage]
             previous_end = ti["end"]
-        # The event is written as the emitting task succeeds; the gap to the next run is the hop.
+    # publish done -> the deployed_model event (written as the task succeeds): counted with the hops.
     out["asset_hop"] += _ts(events["deployed_model"]["timestamp"]) - previous_end
     out["residual"] = e2e["t_e2e"] - sum(out[c] for c in CATEGORIES)
     return out
