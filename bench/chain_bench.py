@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from bench.serving_bench import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -52,12 +53,6 @@ PATH = {
                 ("smoke_test", "smoke_test"), ("publish", "publish")],
 }
 CATEGORIES = ("detection", "asset_hop", "queueing", "start_imports", "compute")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ts(text: str) -> float:
@@ -328,9 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW__", "MLFLOW_"))}
     env.update({
         "PYTHONPATH": str(REPO), "MLOPS_HOME": str(home),
-        "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{_free_port()}",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}",
-        "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{_free_port()}",
+        "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
         "MLOPS_GATE_MARGIN": "-1", "MLOPS_TRAINING_WINDOW_WEEKS": "8",
         "MLOPS_PRELOAD_TASK_LIBRARIES": "false" if args.no_preload else "true",
     })

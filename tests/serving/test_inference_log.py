@@ -56,14 +56,18 @@ def test_close_writes_every_buffered_row_with_the_contract_columns(store):
     assert df["tailnum"].isna().sum() == 3
 
 
+def wait_for_a_file(store, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not written(store) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_a_full_buffer_is_written_without_waiting_for_the_timer(store):
     log = InferenceLog(flush_rows=5, flush_seconds=3600, store=store)
     log.start()
     try:
         log.append([row(i) for i in range(5)])
-        deadline = time.monotonic() + 10
-        while not written(store) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_a_file(store)
         assert len(read_all(store)) == 5
     finally:
         log.close()
@@ -74,9 +78,7 @@ def test_the_timer_writes_a_partial_batch(store):
     log.start()
     try:
         log.append([row(1)])
-        deadline = time.monotonic() + 10
-        while not written(store) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for_a_file(store)
         assert len(read_all(store)) == 1
     finally:
         log.close()
