@@ -16,6 +16,17 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+# The names are declared in features.names; they stay importable from here.
+from features.names import (  # noqa: F401
+    CARRIER_FEATURES,
+    LABEL,
+    MODEL_FEATURES,
+    PLANE_FEATURES,
+    REQUEST_FEATURES,
+    ROUTE_FEATURES,
+    WEATHER_FEATURES,
+)
+
 LATE_MINUTES = 15
 LOCAL_TZ = "America/New_York"
 CARRIER_WINDOW = timedelta(days=7)
@@ -23,13 +34,6 @@ ROUTE_WINDOW = timedelta(days=28)
 OUTCOME_MARGIN = timedelta(hours=1)
 TS = "datetime64[us, UTC]"
 
-WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
-PLANE_FEATURES = ["plane_year", "seats", "engines"]
-CARRIER_FEATURES = ["carrier_late_rate_7d", "carrier_flights_7d"]
-ROUTE_FEATURES = ["route_late_rate_28d", "route_mean_arr_delay_28d", "route_flights_28d"]
-# Computed from the request itself, identically in training and serving.
-REQUEST_FEATURES = ["distance", "dep_hour", "dep_dow"]
-LABEL = "is_late"
 
 
 def route_of(origin: pd.Series, dest: pd.Series) -> pd.Series:
@@ -163,11 +167,6 @@ def delay_stats(
         df["created"] = created
         df["created"] = df["created"].astype(TS)
     return carrier.reset_index(drop=True), route.reset_index(drop=True)
-
-
-# The model's input columns, in order. Training and serving both build them with
-# `model_frame`, so the two never disagree.
-MODEL_FEATURES = REQUEST_FEATURES + WEATHER_FEATURES + PLANE_FEATURES + CARRIER_FEATURES + ROUTE_FEATURES
 
 
 def model_frame(df: pd.DataFrame) -> pd.DataFrame:
