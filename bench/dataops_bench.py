@@ -37,7 +37,7 @@ for name in PRELOAD:
 t_imports = time.perf_counter() - t_imports
 import pandas as pd
 import storage
-from features import build, ingest, samples
+from features import ingest, samples, tasks
 months, mode = json.loads(sys.argv[1]), sys.argv[2]
 samples.export()
 store = storage.get()
@@ -58,9 +58,9 @@ for i, urls in enumerate(batches):
     t = time.perf_counter()
     batch = ingest.Batch(f"bench-{i}").ingest(urls)
     t_valid = time.perf_counter()
-    written = build.write_features(batch)
+    written = tasks.write_features(batch)
     t_feat = time.perf_counter()
-    build.materialize_written(written)
+    tasks.publish(batch, written)
     t_mat = time.perf_counter()
     rows += batch["rows_in"]
     timings.append({"validate": t_valid - t, "features": t_feat - t_valid, "materialize": t_mat - t_feat,

@@ -3,7 +3,8 @@
 Runs continuously, one run at a time. Each run waits in the triggerer for
 complete files in `landing/`, validates them (bad files and rows go to
 quarantine with a reason), writes features to the offline store, materializes
-them online and emits `feature_table` with the batch's lineage.
+them online and emits `feature_table` whose extra is `datasets.feature_table_extra`
+of the batch (`features.tasks.publish`).
 """
 
 from __future__ import annotations
@@ -48,16 +49,15 @@ def dataops():
 
         if not batch["rows_accepted"]:
             raise AirflowSkipException("nothing accepted in this batch: no feature update, no event")
-        from features.build import write_features
+        from features.tasks import write_features
 
         return write_features(batch)
 
     @task(outlets=[feature_table])
     def materialize_online(batch: dict, written: dict, outlet_events=None) -> None:
-        from features.build import lineage, materialize_written
+        from features.tasks import publish
 
-        materialize_written(written)
-        outlet_events[feature_table].extra = lineage(batch)
+        outlet_events[feature_table].extra = publish(batch, written)
 
     batch = validate_batch(landed.output)
     materialize_online(batch, write_features(batch))

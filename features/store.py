@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pandas as pd
 
 import settings
+import storage
 
 FLIGHTS_TABLE = "flights"  # labelled flights: entity rows for training, history for rolling stats
 
@@ -50,7 +51,8 @@ def repo_config(cfg: settings.Settings | None = None):
         offline_store={"type": "duckdb"},
         online_store=online,
         entity_key_serialization_version=3,
-        repo_path=str(cfg.feast_offline_dir.parent),
+        # The sources in features.repo have relative paths: the offline tables under this folder.
+        repo_path=str(cfg.feast_offline_dir),
     )
 
 
@@ -62,8 +64,30 @@ def feature_store(apply: bool = False):
     if apply:
         from features import repo
 
-        store.apply(repo.OBJECTS)
+        store.apply(with_offline_paths(repo.OBJECTS, store.config.repo_path))
     return store
+
+
+def with_offline_paths(objects: list, repo_path) -> list:
+    """Copies of the repo's objects, every file source's relative path resolved against `repo_path`.
+
+    `features.repo` declares relative paths (the table names). Feast resolves them against
+    `RepoConfig.repo_path` when it inspects a source (`FileSource.get_uri_for_file_path`), but
+    Feast 0.67's duckdb offline store reads `FileSource.path` as given, that is against the
+    process's working directory. So the registry gets absolute paths (in the views and in the
+    feature service's projections of them), and the objects in `features.repo` stay as declared.
+    """
+    import copy
+
+    from feast import FileSource
+
+    objects = copy.deepcopy(list(objects))
+    holders = [*objects, *(p for o in objects for p in getattr(o, "feature_view_projections", ()))]
+    for holder in holders:
+        source = getattr(holder, "batch_source", None)
+        if isinstance(source, FileSource):
+            source.file_options.uri = FileSource.get_uri_for_file_path(repo_path, source.path)
+    return objects
 
 
 def table_dir(name: str) -> Path:
@@ -71,17 +95,13 @@ def table_dir(name: str) -> Path:
 
 
 def write_table(name: str, part: str, df: pd.DataFrame) -> Path:
-    """Write one part file of an offline table. The same part name overwrites: re-runs are safe."""
-    folder = table_dir(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{part}.parquet"
-    tmp = folder / f".{part}.parquet.tmp"
-    df.to_parquet(tmp, index=False)
-    tmp.replace(target)
+    """Write one part file of an offline table, atomically. The same part name overwrites: re-runs are safe."""
+    target = table_dir(name) / f"{part}.parquet"
+    storage.Storage(str(target.parent)).write_parquet(str(target), df)
     return target
 
 
-def read_table(name: str, exclude_parts: tuple[str, ...] = (), filters=None) -> pd.DataFrame:
+def read_offline_table(name: str, exclude_parts: tuple[str, ...] = (), filters=None) -> pd.DataFrame:
     """All part files of an offline table (minus `exclude_parts`), or an empty frame."""
     import pyarrow.dataset as ds
 

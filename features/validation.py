@@ -88,7 +88,8 @@ def file_format(name: str) -> str | None:
     return None
 
 
-def read_table(name: str, data: bytes) -> pd.DataFrame:
+def parse_landing_file(name: str, data: bytes) -> pd.DataFrame:
+    """A landing file's bytes as a DataFrame, read as parquet or CSV by its name's suffix."""
     fmt = file_format(name)
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -121,7 +122,7 @@ def validate(name: str, data: bytes, now: datetime | None = None) -> ValidationR
     """Validate one file's bytes. Never raises for bad content: it reports it."""
     result = ValidationResult(name=name)
     try:
-        raw = read_table(name, data)
+        raw = parse_landing_file(name, data)
     except Exception as exc:  # any reader error means the file is unreadable
         result.file_error = f"unreadable: {type(exc).__name__}: {exc}"
         return result

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 import storage
-from features import build, ingest, samples
-from features.store import read_table
+from features import ingest, samples, tasks
+from features.store import read_offline_table
 
 
 @pytest.fixture
@@ -76,28 +76,27 @@ def test_retried_batch_gives_the_same_summary(landed):
 def test_features_are_written_once_per_batch_even_when_rerun(landed):
     urls = samples.drop("2013-01")
     batch = ingest.Batch("b1").ingest(urls)
-    build.write_features(batch)
-    written = build.write_features(batch)
-    flights = read_table("flights")
+    tasks.write_features(batch)
+    written = tasks.write_features(batch)
+    flights = read_offline_table("flights")
     assert len(flights) == 27004 and flights["flight_id"].is_unique
     assert set(written) == {"plane_attributes", "weather_hourly", "carrier_delay_stats", "route_delay_stats"}
-    build.materialize_written(written)
-    extra = build.lineage(batch)
+    extra = tasks.publish(batch, written)
     assert extra["rows_accepted"] == 27004 + 2226 and extra["content_hash"]
     assert [f["name"] for f in extra["files"]] == ["flights_2013-01.parquet", "weather_2013-01.parquet"]
 
 
 def test_point_in_time_join_from_feast_has_no_future_values(feature_data):
-    from features.repo import FEATURE_SERVICE
+    from features.names import FEATURE_SERVICE
     from features.store import feature_store
 
-    flights = read_table("flights").sample(2000, random_state=1)
+    flights = read_offline_table("flights").sample(2000, random_state=1)
     store = feature_store()
     joined = store.get_historical_features(
         entity_df=flights[["flight_id", "origin", "tailnum", "carrier", "route", "event_timestamp"]],
         features=store.get_feature_service(FEATURE_SERVICE),
     ).to_df()
-    stats = read_table("carrier_delay_stats")
+    stats = read_offline_table("carrier_delay_stats")
     merged = joined.merge(stats, on=["carrier", "carrier_late_rate_7d"], suffixes=("", "_stat"))
     # Every joined value was stamped at or before the flight's own time.
     first_stamp = merged.groupby("flight_id")["event_timestamp_stat"].min()

@@ -1,4 +1,9 @@
-"""The feature step of a batch: staged rows -> Feast offline tables -> online store."""
+"""The task bodies of the dataops DAG after validation: staged rows -> Feast offline tables -> online store.
+
+`write_features` (task `write_features`) writes a batch's feature rows to the
+offline tables; `publish` (task `materialize_online`) loads them into the online
+store and returns the batch's `feature_table` extra, checked against its type.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ from datetime import datetime, timezone
 import pandas as pd
 import pyarrow.dataset as ds
 
+import datasets
 import storage
-from features import compute, samples
-from features.store import FLIGHTS_TABLE, materialize, read_table, table_dir, write_table
+from features import compute, names, samples
+from features.store import FLIGHTS_TABLE, materialize, read_offline_table, table_dir, write_table
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +28,11 @@ def _ensure_planes() -> pd.DataFrame:
 
     They are returned every time, so every batch (and every retry) materializes them.
     """
-    path = table_dir("plane_attributes") / f"{PLANES_PART}.parquet"
+    path = table_dir(names.PLANE_VIEW) / f"{PLANES_PART}.parquet"
     if path.exists():
         return pd.read_parquet(path)
     rows = compute.plane_rows(samples.load_table("planes"))
-    write_table("plane_attributes", PLANES_PART, rows)
+    write_table(names.PLANE_VIEW, PLANES_PART, rows)
     return rows
 
 
@@ -48,7 +54,7 @@ def write_features(batch: dict) -> dict:
     store = storage.get()
     created = pd.Timestamp(datetime.now(timezone.utc))
     written: dict[str, list[str]] = {}
-    _span(written, "plane_attributes", _ensure_planes())
+    _span(written, names.PLANE_VIEW, _ensure_planes())
     for f in batch["files"]:
         if f.get("status") != "accepted" or not f.get("staged"):
             continue
@@ -56,22 +62,23 @@ def write_features(batch: dict) -> dict:
         rows = store.read_parquet(f["staged"])
         if f["kind"] == "weather":
             weather = compute.weather_rows(rows)
-            write_table("weather_hourly", part, weather)
-            _span(written, "weather_hourly", weather)
-            log.info("%s: %d weather rows -> weather_hourly", f["name"], len(weather))
+            write_table(names.WEATHER_VIEW, part, weather)
+            _span(written, names.WEATHER_VIEW, weather)
+            log.info("%s: %d weather rows -> %s", f["name"], len(weather), names.WEATHER_VIEW)
         elif f["kind"] == "flights":
             flights = compute.flight_rows(rows, batch["batch_id"])
             since = flights["outcome_at"].min() - compute.ROUTE_WINDOW
-            history = read_table(FLIGHTS_TABLE, exclude_parts=(part,), filters=ds.field("outcome_at") >= since)
+            history = read_offline_table(FLIGHTS_TABLE, exclude_parts=(part,),
+                                         filters=ds.field("outcome_at") >= since)
             write_table(FLIGHTS_TABLE, part, flights)
             carrier, route = compute.delay_stats(flights, history, created)
-            write_table("carrier_delay_stats", part, carrier)
-            write_table("route_delay_stats", part, route)
-            _span(written, "carrier_delay_stats", carrier)
-            _span(written, "route_delay_stats", route)
+            write_table(names.CARRIER_VIEW, part, carrier)
+            write_table(names.ROUTE_VIEW, part, route)
+            _span(written, names.CARRIER_VIEW, carrier)
+            _span(written, names.ROUTE_VIEW, route)
             log.info(
                 "%s: %d labelled flights (%.1f%% late), %d carrier and %d route stat rows, %d history rows",
-                f["name"], len(flights), 100 * flights[compute.LABEL].mean(), len(carrier), len(route), len(history),
+                f["name"], len(flights), 100 * flights[names.LABEL].mean(), len(carrier), len(route), len(history),
             )
     return written
 
@@ -83,19 +90,12 @@ def materialize_written(written: dict) -> None:
         log.info("materialized %s from %s to %s", view, lo, hi)
 
 
-def lineage(batch: dict) -> dict:
-    """The `feature_table` event extra for a batch."""
-    return {
-        "batch_id": batch["batch_id"],
-        "content_hash": batch["content_hash"],
-        "files": [
-            {k: f.get(k) for k in ("name", "kind", "sha256", "status", "rows_in", "rows_accepted",
-                                   "rows_quarantined", "move_to")}
-            for f in batch["files"]
-        ],
-        "rows_in": batch["rows_in"],
-        "rows_accepted": batch["rows_accepted"],
-        "rows_quarantined": batch["rows_quarantined"],
-        "event_time_min": batch["event_time_min"],
-        "event_time_max": batch["event_time_max"],
-    }
+def publish(batch: dict, written: dict) -> datasets.FeatureTableExtra:
+    """Materialize what the batch wrote online; return its `feature_table` extra, checked against its type.
+
+    The extra is checked first: a batch whose summary breaks the contract fails the
+    task before touching the online store, and a failed task emits no event.
+    """
+    extra = datasets.check_extra(datasets.feature_table, datasets.feature_table_extra(batch))
+    materialize_written(written)
+    return extra
