@@ -19,6 +19,7 @@ import hashlib
 import logging
 import posixpath
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -42,6 +43,58 @@ def _writable(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# -- what becomes of one landing file: decided first, from the ledger and the validation ---------
+DUPLICATE = "duplicate"  # content already ingested (another batch, or another name in this one)
+PROCESSING_ERROR = "processing_error"  # validation itself failed: a bug must not lose the file
+QUARANTINED_WHOLE = "quarantined_whole"  # unreadable, no known schema, or empty
+ACCEPTED = "accepted"  # some rows valid; the rejected ones, if any, are quarantined
+NO_VALID_ROWS = "no_valid_rows"  # every row rejected: the file goes to quarantine
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What becomes of one landing file, decided before anything is written (`decide`)."""
+
+    kind: str  # one of the five above
+    seen: dict | None = None  # DUPLICATE: the ledger record of the content's first ingestion
+    result: validation.ValidationResult | None = None  # QUARANTINED_WHOLE, ACCEPTED, NO_VALID_ROWS
+    reason: str | None = None  # PROCESSING_ERROR and QUARANTINED_WHOLE: why
+
+
+def is_duplicate(seen: dict | None, batch_id: str, name: str) -> bool:
+    """Whether the ledger says this content was ingested before.
+
+    Same content from an earlier batch, or under another name in this one, is a duplicate.
+    Same batch and name is this very file on a retried attempt: it is processed again.
+    """
+    return seen is not None and (seen["batch_id"] != batch_id or seen["file"] != name)
+
+
+def validated(name: str, data: bytes) -> validation.ValidationResult | str:
+    """The validation result, or the traceback when validation itself raised."""
+    try:
+        return validation.validate(name, data)
+    except Exception:  # a bug must not lose the file: it is quarantined with the traceback
+        return traceback.format_exc()
+
+
+def decide(batch_id: str, name: str, seen: dict | None,
+           result: validation.ValidationResult | str | None) -> Outcome:
+    """The file's outcome, from its ledger record and its validation (None when not validated).
+
+    Pure: nothing is read or written here.
+    """
+    if is_duplicate(seen, batch_id, name):
+        return Outcome(DUPLICATE, seen=seen)
+    if result is None:
+        raise ValueError(f"{name}: a file that is not a duplicate must be validated")
+    if isinstance(result, str):
+        return Outcome(PROCESSING_ERROR, reason="processing error:\n" + result)
+    if result.file_error:
+        return Outcome(QUARANTINED_WHOLE, result=result, reason=result.file_error)
+    return Outcome(ACCEPTED if result.rows_accepted else NO_VALID_ROWS, result=result)
+
+
 class Batch:
     def __init__(self, batch_id: str, store: storage.Storage | None = None):
         self.batch_id = batch_id
@@ -53,70 +106,88 @@ class Batch:
             return self.store.read_json(self.manifest_url)
         return {"batch_id": self.batch_id, "files": {}}
 
-    def _quarantine_whole(self, url: str, name: str, sha: str, rows_in: int, reason: str) -> dict:
+    def _ledger_url(self, sha: str) -> str:
+        return self.store.url("processed", "_ledger", f"{sha}.json")
+
+    def _ingest_one(self, url: str, data: bytes, sha: str) -> dict:
+        """Decide the file's outcome, then write what that outcome needs; returns its manifest entry."""
+        name = posixpath.basename(url)
+        ledger_url = self._ledger_url(sha)
+        seen = self.store.read_json(ledger_url) if self.store.exists(ledger_url) else None
+        result = None if is_duplicate(seen, self.batch_id, name) else validated(name, data)
+        outcome = decide(self.batch_id, name, seen, result)
+        record = {
+            DUPLICATE: self._record_duplicate,
+            PROCESSING_ERROR: self._quarantine_whole,
+            QUARANTINED_WHOLE: self._quarantine_whole,
+            ACCEPTED: self._accept,
+            NO_VALID_ROWS: self._quarantine_no_valid_rows,
+        }[outcome.kind]
+        return record(outcome, name, sha)
+
+    # -- one writer per outcome ------------------------------------------------------------------
+    def _record_duplicate(self, outcome: Outcome, name: str, sha: str) -> dict:
+        """The ledger notes the re-drop; the file is moved aside to processed/_duplicates/."""
+        seen = outcome.seen
+        duplicates = [*seen.get("duplicates", []), {"file": name, "batch_id": self.batch_id, "at": _now()}]
+        self.store.write_json(self._ledger_url(sha), {**seen, "duplicates": duplicates})
+        return {"status": "duplicate", "duplicate_of": seen["batch_id"], "rows_in": 0, "rows_accepted": 0,
+                "rows_quarantined": 0,
+                "move_to": self.store.url("processed", "_duplicates", f"{self.batch_id}__{name}")}
+
+    def _quarantine_whole(self, outcome: Outcome, name: str, sha: str) -> dict:
+        """The whole file goes to quarantine, with a reason file beside it."""
+        rows_in = outcome.result.rows_in if outcome.result is not None else 0
         target = self.store.url("quarantine", f"{self.batch_id}__{name}")
         self.store.write_json(
             target + ".reason.json",
             {"file": name, "batch_id": self.batch_id, "sha256": sha, "rows_in": rows_in,
-             "rows_quarantined": rows_in, "reason": reason, "quarantined_at": _now()},
+             "rows_quarantined": rows_in, "reason": outcome.reason, "quarantined_at": _now()},
         )
         return {"status": "quarantined", "rows_in": rows_in, "rows_accepted": 0,
-                "rows_quarantined": rows_in, "reason": reason, "move_to": target}
+                "rows_quarantined": rows_in, "reason": outcome.reason, "move_to": target}
 
-    def _ingest_one(self, url: str, data: bytes, sha: str) -> dict:
-        name = posixpath.basename(url)
-        ledger_url = self.store.url("processed", "_ledger", f"{sha}.json")
-        if self.store.exists(ledger_url):
-            seen = self.store.read_json(ledger_url)
-            # Same content from an earlier batch, or under another name in this one.
-            # (Same batch and name is this file on a retried attempt: process it again.)
-            if seen["batch_id"] != self.batch_id or seen["file"] != name:
-                target = self.store.url("processed", "_duplicates", f"{self.batch_id}__{name}")
-                seen.setdefault("duplicates", []).append({"file": name, "batch_id": self.batch_id, "at": _now()})
-                self.store.write_json(ledger_url, seen)
-                return {"status": "duplicate", "duplicate_of": seen["batch_id"], "rows_in": 0,
-                        "rows_accepted": 0, "rows_quarantined": 0, "move_to": target}
-        try:
-            result = validation.validate(name, data)
-        except Exception:  # a bug must not lose the file: quarantine it with the traceback
-            return self._quarantine_whole(url, name, sha, 0, "processing error:\n" + traceback.format_exc())
-        if result.file_error:
-            return self._quarantine_whole(url, name, sha, result.rows_in, result.file_error)
-
-        entry = {
-            "status": "accepted", "kind": result.kind, "rows_in": result.rows_in,
-            "rows_accepted": result.rows_accepted, "rows_quarantined": result.rows_rejected,
-            "move_to": self.store.url("processed", f"{self.batch_id}__{name}"),
-        }
-        if result.rows_accepted:
-            staged = self.store.url("staging", self.batch_id, f"{result.kind}__{sha[:12]}.parquet")
-            self.store.write_parquet(staged, result.accepted)
-            entry["staged"] = staged
-            ts = result.accepted["time_hour"]
-            entry["event_time_min"] = ts.min().isoformat()
-            entry["event_time_max"] = ts.max().isoformat()
-        else:
-            entry["status"] = "quarantined"
-            entry["reason"] = "no valid rows"
-        if result.rows_rejected:
-            rows_url = self.store.url("quarantine", f"{self.batch_id}__{name}.rows.parquet")
-            self.store.write_parquet(rows_url, _writable(result.rejected))
-            self.store.write_json(
-                rows_url + ".reason.json",
-                {"file": name, "batch_id": self.batch_id, "sha256": sha, "rows_in": result.rows_in,
-                 "rows_quarantined": result.rows_rejected, "reason_counts": result.details["reason_counts"],
-                 "reason": "rows failed validation; each row's reason is in its `reason` column",
-                 "quarantined_at": _now()},
-            )
-            entry["quarantined_rows_at"] = rows_url
-            entry["reason_counts"] = result.details["reason_counts"]
-        if not result.rows_accepted:
-            entry["move_to"] = self.store.url("quarantine", f"{self.batch_id}__{name}")
-        else:
-            self.store.write_json(
-                ledger_url, {"sha256": sha, "batch_id": self.batch_id, "file": name, "at": _now()}
-            )
+    def _accept(self, outcome: Outcome, name: str, sha: str) -> dict:
+        """Accepted rows staged for the feature step, rejected rows quarantined, the content in the ledger."""
+        result = outcome.result
+        staged = self.store.url("staging", self.batch_id, f"{result.kind}__{sha[:12]}.parquet")
+        self.store.write_parquet(staged, result.accepted)
+        ts = result.accepted["time_hour"]
+        entry = {**self._counts(result), "status": "accepted",
+                 "move_to": self.store.url("processed", f"{self.batch_id}__{name}"), "staged": staged,
+                 "event_time_min": ts.min().isoformat(), "event_time_max": ts.max().isoformat()}
+        entry.update(self._quarantine_rows(result, name, sha))
+        self.store.write_json(self._ledger_url(sha), {"sha256": sha, "batch_id": self.batch_id, "file": name,
+                                                      "at": _now()})
         return entry
+
+    def _quarantine_no_valid_rows(self, outcome: Outcome, name: str, sha: str) -> dict:
+        """Every row rejected: the rows are quarantined with their reasons, the file beside them."""
+        result = outcome.result
+        entry = {**self._counts(result), "status": "quarantined", "reason": "no valid rows",
+                 "move_to": self.store.url("quarantine", f"{self.batch_id}__{name}")}
+        entry.update(self._quarantine_rows(result, name, sha))
+        return entry
+
+    @staticmethod
+    def _counts(result: validation.ValidationResult) -> dict:
+        return {"kind": result.kind, "rows_in": result.rows_in, "rows_accepted": result.rows_accepted,
+                "rows_quarantined": result.rows_rejected}
+
+    def _quarantine_rows(self, result: validation.ValidationResult, name: str, sha: str) -> dict:
+        """The rejected rows (each with its reason) and a reason file; their manifest keys, if any."""
+        if not result.rows_rejected:
+            return {}
+        rows_url = self.store.url("quarantine", f"{self.batch_id}__{name}.rows.parquet")
+        self.store.write_parquet(rows_url, _writable(result.rejected))
+        self.store.write_json(
+            rows_url + ".reason.json",
+            {"file": name, "batch_id": self.batch_id, "sha256": sha, "rows_in": result.rows_in,
+             "rows_quarantined": result.rows_rejected, "reason_counts": result.details["reason_counts"],
+             "reason": "rows failed validation; each row's reason is in its `reason` column",
+             "quarantined_at": _now()},
+        )
+        return {"quarantined_rows_at": rows_url, "reason_counts": result.details["reason_counts"]}
 
     def ingest(self, file_urls: list[str]) -> dict:
         """Process the landing files; returns the batch summary (also kept in the manifest)."""
