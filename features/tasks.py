@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow.dataset as ds
 
-import datasets
 import storage
 from features import compute, names, samples
 from features.store import FLIGHTS_TABLE, materialize, read_offline_table, table_dir, write_table
+
+if TYPE_CHECKING:
+    import datasets
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,8 @@ def publish(batch: dict, written: dict) -> datasets.FeatureTableExtra:
     The extra is checked first: a batch whose summary breaks the contract fails the
     task before touching the online store, and a failed task emits no event.
     """
+    import datasets  # Airflow's SDK: already loaded in a task process, kept out of this module's import
+
     extra = datasets.check_extra(datasets.feature_table, datasets.feature_table_extra(batch))
     materialize_written(written)
     return extra
