@@ -1,9 +1,9 @@
 """DataOps on the real stack: scheduler, dag-processor, triggerer and api-server.
 
 A good month and a corrupt file are dropped into landing; exactly one
-`feature_table` event must come, with the batch's lineage, and the corrupt file
-must sit in quarantine with its reason. The same content dropped again must
-change nothing.
+`feature_table` event must come, its extra a `datasets.FeatureTableExtra` of the
+batch, and the corrupt file must sit in quarantine with its reason. The same
+content dropped again must change nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import datasets
 import storage
 from features import samples
 from ops.airflow_api import AirflowClient
@@ -48,6 +49,7 @@ def test_landing_to_feature_table(local_stack):
     event = client.wait_for_event("feature_table", timeout=180)
 
     extra = event["extra"]
+    datasets.check_extra(datasets.feature_table, extra)
     names = {f["name"] for f in extra["files"]}
     assert {"flights_2013-01.parquet", "weather_2013-01.parquet"} <= names
     accepted = {f["name"]: f for f in extra["files"] if f["status"] == "accepted"}
