@@ -88,6 +88,29 @@ class Follower:
         raise HopMissing("registered_model", "training", self.log_hint("training"))
 
 
+# -- one line per hop, read from each event's extra (its type: datasets.py) ------------------------
+def describe_feature_table(x: dict) -> str:
+    return (f"batch {x['batch_id']}: {x['rows_accepted']} rows accepted, {x['rows_quarantined']} quarantined, "
+            f"{(x['event_time_min'] or '')[:10]}..{(x['event_time_max'] or '')[:10]}")
+
+
+def flight_files_accepted(x: dict) -> int:
+    return sum(1 for f in x["files"] if f["kind"] == "flights" and f["status"] == "accepted")
+
+
+def describe_registered(x: dict) -> str:
+    return f"v{x['version']} ({x['trigger_reason']}) metrics {x['metrics']}"
+
+
+def describe_deployed(x: dict) -> str:
+    previous = f"previous v{x['previous_version']}" if x["previous_version"] else "first deployment"
+    return f"v{x['version']} serving ({previous})"
+
+
+def describe_drift(x: dict) -> str:
+    return f"share {x['drift_share']} drifted for v{x['model_version']}: {x['report_path']}"
+
+
 def months_to_drop(count: int) -> list[str]:
     """The first `count` months whose sample files have not been ingested yet."""
     store = storage.get()
@@ -113,12 +136,10 @@ def follow_deployment(f: Follower, reg_after: int, dep_after: int, since: str, w
         say("registered_model", f"gate held ({why}): production keeps its version")
         return None
     r = registered["extra"]
-    say("registered_model", f"v{r.get('version')} ({r.get('trigger_reason')}) metrics {r.get('metrics')}")
+    say("registered_model", describe_registered(r))
     deployed = f.wait("deployed_model", dep_after, 240, "serving",
-                      predicate=lambda e: str(e["extra"].get("version")) == str(r.get("version")))
-    d = deployed["extra"]
-    previous = f"previous v{d['previous_version']}" if d.get("previous_version") else "first deployment"
-    say("deployed_model", f"v{d.get('version')} serving ({previous})")
+                      predicate=lambda e: str(e["extra"]["version"]) == str(r["version"]))
+    say("deployed_model", describe_deployed(deployed["extra"]))
     return deployed
 
 
@@ -142,10 +163,8 @@ def run(args) -> int:
         while seen < len(months):
             ev = f.wait("feature_table", last, 180, "dataops")
             last = ev["id"]
-            x = ev["extra"]
-            seen += sum(1 for fl in x["files"] if fl.get("kind") == "flights" and fl.get("status") == "accepted")
-            say("feature_table", f"batch {x['batch_id']}: {x['rows_accepted']} rows accepted, "
-                                 f"{x['rows_quarantined']} quarantined, {x['event_time_min'][:10]}..{x['event_time_max'][:10]}")
+            seen += flight_files_accepted(ev["extra"])
+            say("feature_table", describe_feature_table(ev["extra"]))
         follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "fresh data")
     else:
         say("drop", "every month is already ingested; going straight to traffic")
@@ -157,15 +176,15 @@ def run(args) -> int:
     since = utc_now()
     drift = f.wait("drift_report", marks["drift_report"], 300, "monitoring")
     x = drift["extra"]
-    say("drift_report", f"share {x.get('drift_share')} drifted for v{x.get('model_version')}: {x.get('report_path')}")
-    deployed = follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "drift")
+    say("drift_report", describe_drift(x))
+    follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "drift")
 
     latest = f.client.asset_events("deployed_model")
     after_version = latest[-1]["extra"].get("version") if latest else None
     print()
     print(f"Assets view     {cfg.airflow_url}/assets")
     print(f"MLflow model    {cfg.mlflow_tracking_uri}/#/models/{cfg.model_name}")
-    print(f"Drift report    {x.get('report_path')}")
+    print(f"Drift report    {x['report_path']}")
     print(f"Served version  before: {before_version or 'none'}  after: {after_version}")
     print(f"Total           {time.monotonic() - T0:.0f}s")
     return 0

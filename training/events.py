@@ -23,7 +23,7 @@ FRESH_DATA = "fresh_data"
 DRIFT = "drift"
 MANUAL = "manual"  # no triggering event: started by hand, or by dag.test()
 
-# The keys of each asset's extra worth keeping in the lineage (see datasets.py).
+# The keys of each asset's extra worth keeping in the lineage (datasets.FeatureTableExtra, DriftReportExtra).
 FEATURE_TABLE_KEYS = ("batch_id", "content_hash", "rows_accepted", "event_time_min", "event_time_max")
 DRIFT_REPORT_KEYS = ("report_path", "drift_share", "drifted_columns", "quality", "model_version", "window")
 
@@ -115,10 +115,13 @@ def read_trigger(triggering_asset_events: Mapping | None, inlet_events: Any = No
 
 def lineage_ids(trigger: dict) -> dict:
     """The compact lineage for tags and the registered_model extra: event ids with batch ids / reports."""
+    from datasets import DriftReportEventRef, FeatureTableEventRef
+
     return {
-        "feature_table_events": [{"id": e["id"], "batch_id": e["batch_id"]} for e in trigger["feature_table_events"]],
+        "feature_table_events": [FeatureTableEventRef(id=e["id"], batch_id=e["batch_id"])
+                                 for e in trigger["feature_table_events"]],
         "drift_report_events": [
-            {"id": e["id"], "report_path": e["report_path"], "model_version": e["model_version"]}
+            DriftReportEventRef(id=e["id"], report_path=e["report_path"], model_version=e["model_version"])
             for e in trigger["drift_report_events"]
         ],
     }
