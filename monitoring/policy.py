@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
+from training.metrics import PRIMARY, improvement
+
 # Quality figures from fewer labelled rows are too noisy to act on.
 MIN_LABELLED_ROWS = 200
-# Metrics where lower is better; every other metric is higher-is-better.
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 
 # Reasons, in the order the policy checks them.
 TOO_FEW_ROWS = "too_few_rows"
@@ -55,7 +55,7 @@ class Observation:
 
     rows: int
     drift_share: float
-    quality_metric: str = "roc_auc"
+    quality_metric: str = PRIMARY
     quality: float | None = None  # on the window's served flights whose labels are known
     reference_quality: float | None = None  # the version's training-reported test metric
     labelled_rows: int = 0
@@ -87,9 +87,7 @@ def quality_drop(obs: Observation, min_labelled_rows: int = MIN_LABELLED_ROWS) -
     """How far served quality fell below the training figure (positive = worse), or None if unknown."""
     if obs.quality is None or obs.reference_quality is None or obs.labelled_rows < min_labelled_rows:
         return None
-    if obs.quality_metric in LOWER_IS_BETTER:
-        return obs.quality - obs.reference_quality
-    return obs.reference_quality - obs.quality
+    return -improvement(obs.quality_metric, obs.quality, obs.reference_quality)
 
 
 def decide(obs: Observation, history: History, limits: Thresholds, now: datetime) -> Decision:

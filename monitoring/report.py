@@ -1,12 +1,12 @@
 """The Evidently 0.7 report of one window of served traffic.
 
 Three views, against the deployed version's training reference (the run
-artifact `reference/reference.parquet`: MODEL_FEATURES, `is_late`, `probability`):
+artifact `training.tracking.REFERENCE_ARTIFACT`: MODEL_FEATURES, `is_late`, `probability`):
 - data drift: `DataDriftPreset` over MODEL_FEATURES;
 - prediction drift: `ValueDrift` on `probability`;
 - classification quality, once labels of served flights have arrived:
-  `ClassificationPreset`, plus the figures (sklearn) the policy compares with
-  the metric training reported on its test split.
+  `ClassificationPreset`, plus the figures (`training.metrics.scores`, the code
+  training used) the policy compares with the metric training reported on its test split.
 
 Every numerical column is tested with the normed Wasserstein distance against
 `drift_column_threshold`. Its score does not grow with the sample size (a
@@ -37,12 +37,13 @@ import pandas as pd
 
 import storage
 from features.compute import LABEL, MODEL_FEATURES, model_frame
+from model_registry import Tag
+from serving.inference_log import PREDICTION as DECISION, PROBABILITY as PREDICTION
+from training.tracking import REFERENCE_ARTIFACT, REFERENCE_PREDICTION
 
 log = logging.getLogger(__name__)
 
-REFERENCE_ARTIFACT = "reference/reference.parquet"
 DRIFT_METHOD = "wasserstein"
-PREDICTION = "probability"
 SEED = 20130101
 
 
@@ -86,7 +87,7 @@ def load_reference(model_name: str, version: str, tracking_uri: str) -> Referenc
             path = mlflow.artifacts.download_artifacts(
                 run_id=mv.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp, tracking_uri=tracking_uri
             )
-            frame = pd.read_parquet(path)
+            frame = pd.read_parquet(path).rename(columns={REFERENCE_PREDICTION: PREDICTION})
     except (MlflowException, OSError) as exc:
         raise ReferenceMissing(f"{model_name} v{version}: no {REFERENCE_ARTIFACT} in its run ({exc})") from exc
     return Reference(
@@ -94,7 +95,7 @@ def load_reference(model_name: str, version: str, tracking_uri: str) -> Referenc
         run_id=mv.run_id,
         frame=frame,
         metrics=dict(run.data.metrics),
-        decision_threshold=float(mv.tags.get("decision_threshold", 0.5)),
+        decision_threshold=float(mv.tags.get(Tag.DECISION_THRESHOLD, 0.5)),
     )
 
 
@@ -164,33 +165,32 @@ def drift(current: pd.DataFrame, reference: pd.DataFrame, column_threshold: floa
 
 # -- quality -------------------------------------------------------------------------------
 def quality_figures(labels: pd.Series, probability: pd.Series, prediction: pd.Series) -> dict[str, float | None]:
-    """ROC AUC, PR AUC, F1 (of the served 0/1 predictions), log loss and Brier of served predictions."""
-    from sklearn import metrics as m
+    """`training.metrics.scores` of served predictions (F1 of the served 0/1 decisions) and the late rate.
+
+    With one class only in the labels the rank metrics are undefined: None.
+    """
+    from training import metrics
 
     y = labels.astype(int).to_numpy()
-    p = probability.astype(float).clip(0, 1).to_numpy()
-    both = len(np.unique(y)) == 2
-    return {
-        "roc_auc": float(m.roc_auc_score(y, p)) if both else None,
-        "pr_auc": float(m.average_precision_score(y, p)) if both else None,
-        "f1": float(m.f1_score(y, prediction.astype(int).to_numpy(), zero_division=0)),
-        "log_loss": float(m.log_loss(y, p, labels=[0, 1])),
-        "brier": float(m.brier_score_loss(y, p)),
-        "late_rate": float(y.mean()),
-    }
+    try:
+        figures: dict[str, float | None] = metrics.scores(y, probability.astype(float).to_numpy(),
+                                                          decisions=prediction.astype(int).to_numpy())
+    except metrics.SingleClass:
+        figures = {name: None for name in metrics.METRICS}
+    return {**figures, "late_rate": float(y.mean())}
 
 
 def labelled(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Served rows whose label is known: is_late, probability, prediction (served, else at the threshold)."""
     if LABEL not in rows or PREDICTION not in rows:
         return pd.DataFrame({LABEL: pd.Series(dtype="int64"), PREDICTION: pd.Series(dtype="float64"),
-                             "prediction": pd.Series(dtype="int64")})
+                             DECISION: pd.Series(dtype="int64")})
     known = rows[rows[LABEL].notna() & rows[PREDICTION].notna()]
-    prediction = known["prediction"] if "prediction" in known else (known[PREDICTION] >= threshold).astype(int)
+    decision = known[DECISION] if DECISION in known else (known[PREDICTION] >= threshold).astype(int)
     return pd.DataFrame({
         LABEL: known[LABEL].astype(int),
         PREDICTION: known[PREDICTION].astype(float),
-        "prediction": prediction.fillna(0).astype(int),
+        DECISION: decision.fillna(0).astype(int),
     })
 
 
@@ -213,11 +213,11 @@ def quality_snapshot(current: pd.DataFrame, reference: pd.DataFrame, threshold: 
 def quality(rows: pd.DataFrame, ref: Reference, metric: str, min_rows: int, cap: int) -> tuple[dict, object | None]:
     """The quality figures of the window (and Evidently's view, on at most `cap` rows) once enough labels are known."""
     known = labelled(rows, ref.decision_threshold)
-    out = {"metric": metric, "value": None, "reference": ref.metrics.get(f"test_{metric}"),
+    out = {"metric": metric, "value": None, "reference": ref.metrics.get(f"{Tag.TEST_METRIC_PREFIX}{metric}"),
            "labelled_rows": int(len(known)), "figures": None}
     if len(known) < min_rows or known[LABEL].nunique() < 2:
         return out, None
-    figures = quality_figures(known[LABEL], known[PREDICTION], known["prediction"])
+    figures = quality_figures(known[LABEL], known[PREDICTION], known[DECISION])
     out.update(value=figures.get(metric), figures=figures)
     return out, quality_snapshot(sample(known, cap), sample(ref.frame, cap), ref.decision_threshold)
 

@@ -21,15 +21,15 @@ import logging
 import pandas as pd
 
 import settings
-from features.compute import LABEL, MODEL_FEATURES
+from features.names import CARRIER, LABEL, MODEL_FEATURES, ORIGIN, REQUEST_FEATURES, ROUTE, TAILNUM
 from training import events
 
 log = logging.getLogger(__name__)
 
 SEED = 0
-ENTITY_KEYS = ["carrier", "tailnum", "origin", "route"]
+ENTITY_KEYS = [CARRIER, TAILNUM, ORIGIN, ROUTE]
 # From the flight table itself: ids, times, the label and the request features.
-FLIGHT_COLUMNS = ["flight_id", "event_timestamp", "outcome_at", LABEL, "distance", "dep_hour", "dep_dow"]
+FLIGHT_COLUMNS = ["flight_id", "event_timestamp", "outcome_at", LABEL, *REQUEST_FEATURES]
 COLUMNS = ["flight_id", "event_timestamp", "outcome_at", LABEL, *MODEL_FEATURES]
 
 
@@ -62,9 +62,9 @@ def labelled_flights(
     `as_of` defaults to the newest departure in the table; an earlier one gives the
     training set the store would have given then (backfills, tests).
     """
-    from features.store import FLIGHTS_TABLE, read_table
+    from features.store import FLIGHTS_TABLE, read_offline_table
 
-    flights = read_table(FLIGHTS_TABLE)
+    flights = read_offline_table(FLIGHTS_TABLE)
     if flights.empty:
         raise NoTrainingData("the offline flight table is empty: no batch has been ingested")
     # A flight re-delivered in a later batch counts once, with its latest values
@@ -88,12 +88,12 @@ def with_features(flights: pd.DataFrame) -> pd.DataFrame:
     carries every entity column through a window over all matching feature rows,
     so a narrow entity frame is several times faster than passing the flights.
     """
-    from features.repo import FEATURE_SERVICE
+    from features.names import FEATURE_SERVICE
     from features.store import feature_store
 
     on = ENTITY_KEYS + ["event_timestamp"]
     flights = flights.copy()
-    # No tail number: no plane features (NaN), as in serving's holdout.
+    # No tail number: no plane features (NaN), as serving does.
     flights["tailnum"] = flights["tailnum"].astype("string").fillna("")
     for key in ENTITY_KEYS:
         flights[key] = flights[key].astype(str)
@@ -113,23 +113,44 @@ def with_features(flights: pd.DataFrame) -> pd.DataFrame:
     return out[COLUMNS]
 
 
-def holdout_frame(test_start: str, test_end: str, as_of: str | None = None) -> pd.DataFrame:
-    """The labelled flights departing in [test_start, test_end] with their features (COLUMNS).
+def labelled_flights_between(start: pd.Timestamp, end: pd.Timestamp, as_of: pd.Timestamp | None = None,
+                             cap: int | None = None, seed: int = SEED) -> pd.DataFrame:
+    """The labelled flights departing in [start, end], once each, in departure order.
 
-    For a model version pass its tags `test_start`, `test_end` and `data_as_of`:
-    this rebuilds from the feature store exactly the holdout it was tested on (the
-    cap never samples it). Without `as_of`, flights whose outcome came after the
-    run are included too (a few hours' worth).
+    A flight delivered in two batches counts once, with its latest delivery (part
+    files are read in batch order). With `as_of` only outcomes known by then count;
+    above `cap` rows a seeded sample is taken.
     """
     import pyarrow.dataset as ds
 
-    from features.store import FLIGHTS_TABLE, read_table
+    from features.store import FLIGHTS_TABLE, read_offline_table
 
-    start, end = pd.Timestamp(test_start), pd.Timestamp(test_end)
-    flights = read_table(FLIGHTS_TABLE, filters=(ds.field("event_timestamp") >= start.to_pydatetime())
-                         & (ds.field("event_timestamp") <= end.to_pydatetime()))
-    if as_of is not None and not flights.empty:
-        flights = flights[flights["outcome_at"] <= pd.Timestamp(as_of)]
+    start, end = utc(start), utc(end)
+    flights = read_offline_table(FLIGHTS_TABLE, filters=(ds.field("event_timestamp") >= start.to_pydatetime())
+                                 & (ds.field("event_timestamp") <= end.to_pydatetime()))
     if flights.empty:
-        raise NoTrainingData(f"no labelled flights between {test_start} and {test_end}")
-    return with_features(flights.drop_duplicates("flight_id", keep="last"))
+        return flights
+    flights = flights.drop_duplicates("flight_id", keep="last")
+    if as_of is not None:
+        flights = flights[flights["outcome_at"] <= utc(as_of)]
+    if cap is not None and len(flights) > cap:
+        flights = flights.sample(cap, random_state=seed)
+    return flights.sort_values(["event_timestamp", "flight_id"], kind="stable").reset_index(drop=True)
+
+
+def holdout(start, end, as_of=None, cap: int | None = None) -> pd.DataFrame:
+    """The labelled flights departing in [start, end] joined point in time to the feature service (COLUMNS).
+
+    For a model version pass its tags `test_start`, `test_end` and `data_as_of`: this
+    rebuilds from the feature store exactly the holdout it was tested on (the cap
+    never samples it). Serving's validation and the gate's comparisons use it.
+    """
+    flights = labelled_flights_between(start, end, as_of, cap)
+    if flights.empty:
+        raise NoTrainingData(f"no labelled flights in the feature store between {start} and {end}")
+    return with_features(flights)
+
+
+def utc(stamp) -> pd.Timestamp:
+    ts = pd.Timestamp(stamp)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

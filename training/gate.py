@@ -1,6 +1,6 @@
 """The champion/challenger gate: does the new model deserve the `challenger` alias?
 
-The challenger is the best candidate on validation data; the champion is the
+The challenger is the best candidate on validation data (`best_candidate`); the champion is the
 version with the `production` alias. Both are scored on the same newest holdout
 (this run's test part). Rules, in order:
 1. no champion: register;
@@ -15,12 +15,21 @@ version with the `production` alias. Both are scored on the same newest holdout
 
 from __future__ import annotations
 
-from training.evaluate import improvement
+from training.metrics import improvement
 
 NO_CHAMPION = "no_champion"
 BEATS_CHAMPION = "beats_champion_by_margin"
 DRIFT_NOT_WORSE = "drift_and_not_worse"
 CHAMPION_HOLDS = "champion_holds"
+
+
+def best_candidate(candidate_summaries: list[dict], metric: str) -> dict:
+    """The challenger: the best candidate on validation (the test part stays unseen until the gate)."""
+    best = candidate_summaries[0]
+    for other in candidate_summaries[1:]:
+        if improvement(metric, other["valid"][metric], best["valid"][metric]) > 0:
+            best = other
+    return best
 
 
 def drift_concerns_champion(drift_report_events: list[dict], champion_version: str | None) -> bool:

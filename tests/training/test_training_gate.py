@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from training import gate
-from training.evaluate import improvement
-from training.steps import best_candidate
+from training.metrics import improvement
+from training.gate import best_candidate
 
 MARGIN = 0.005
 

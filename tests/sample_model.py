@@ -1,4 +1,4 @@
-"""Small model versions logged per the model contract, for the serving tests and benchmark.
+"""Small model versions logged per the model contract, for the serving tests and benchmark (test support).
 
 Serving is built and tested without waiting for the training stage, so it needs
 registered versions that look like training's: a scikit-learn estimator logged
@@ -15,9 +15,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+import model_registry
 from features.compute import LABEL, MODEL_FEATURES, model_frame
-from serving import registry
-from serving.validation import labelled_flights, metrics, with_features
+from features.names import FEATURE_SERVICE
+from model_registry import Tag
+from training.dataset import labelled_flights_between, with_features
+from training.metrics import scores
 
 PIP_REQUIREMENTS = ["scikit-learn", "pandas", "numpy"]
 
@@ -32,8 +35,7 @@ class Split:
 
 def split(test_days: int = 14, train_rows: int = 20_000, seed: int = 0) -> Split:
     """The newest `test_days` of labelled flights in the feature store as test, earlier ones as train."""
-    flights = labelled_flights(pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"),
-                               cap=10**9)
+    flights = labelled_flights_between(pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2100-01-01", tz="UTC"))
     cut = flights["event_timestamp"].max() - pd.Timedelta(days=test_days)
     train, test = flights[flights["event_timestamp"] <= cut], flights[flights["event_timestamp"] > cut]
     train = train.sample(min(train_rows, len(train)), random_state=seed)
@@ -56,7 +58,7 @@ def fit(data: Split, max_iter: int = 60, seed: int = 0):
 
 
 def register(estimator, data: Split, name: str, tracking_uri: str, *, threshold: float = 0.3,
-             alias: str | None = registry.CHALLENGER, metric_offset: float = 0.0,
+             alias: str | None = model_registry.CHALLENGER, metric_offset: float = 0.0,
              pyfunc_predict_fn: str = "predict", logged_metrics: dict | None = None) -> str:
     """Log `estimator` as a new version of `name` with the contract's tags and test metrics.
 
@@ -70,8 +72,8 @@ def register(estimator, data: Split, name: str, tracking_uri: str, *, threshold:
     mlflow.set_experiment(f"{name}-serving-tests")
     if logged_metrics is None:
         probabilities = estimator.predict_proba(data.test[MODEL_FEATURES])[:, 1]
-        measured = metrics(data.test[LABEL].to_numpy(), probabilities, threshold)
-        logged_metrics = {f"test_{k}": v + (metric_offset if k == "roc_auc" else 0.0) for k, v in measured.items()}
+        measured = scores(data.test[LABEL].to_numpy(), probabilities, threshold)
+        logged_metrics = {f"{Tag.TEST_METRIC_PREFIX}{k}": v + (metric_offset if k == "roc_auc" else 0.0) for k, v in measured.items()}
     with mlflow.start_run():
         mlflow.log_metrics(logged_metrics)
         info = mlflow.sklearn.log_model(
@@ -99,7 +101,7 @@ def register_raising_pyfunc(data: Split, name: str, tracking_uri: str) -> str:
         info = mlflow.pyfunc.log_model(name="model", python_model=Raises(), registered_model_name=name,
                                        pip_requirements=["mlflow"])
     version = str(info.registered_model_version)
-    _tag(name, version, tracking_uri, data, 0.3, registry.CHALLENGER)
+    _tag(name, version, tracking_uri, data, 0.3, model_registry.CHALLENGER)
     return version
 
 
@@ -114,14 +116,14 @@ def wrong_feature_count(data: Split):
 
 
 def _tag(name: str, version: str, tracking_uri: str, data: Split, threshold: float, alias: str | None) -> None:
-    mlflow_client = registry.client(tracking_uri)
+    mlflow_client = model_registry.client(tracking_uri)
     tags = {
-        "decision_threshold": str(threshold), "feature_service": "flight_delay_v1", "trigger_reason": "test",
-        "train_start": data.train_range[0], "train_end": data.train_range[1],
-        "test_start": data.test_range[0], "test_end": data.test_range[1],
-        "feature_table_events": json.dumps([]),
+        Tag.DECISION_THRESHOLD: str(threshold), Tag.FEATURE_SERVICE: FEATURE_SERVICE, Tag.TRIGGER_REASON: "test",
+        Tag.range_start("train"): data.train_range[0], Tag.range_end("train"): data.train_range[1],
+        Tag.range_start("test"): data.test_range[0], Tag.range_end("test"): data.test_range[1],
+        Tag.FEATURE_TABLE_EVENTS: json.dumps([]),
     }
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, version, key, value)
     if alias:
-        registry.point_alias(mlflow_client, name, alias, version)
+        model_registry.point_alias(mlflow_client, name, alias, version)
