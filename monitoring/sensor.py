@@ -1,7 +1,7 @@
 """Waiting for enough new traffic: a deferrable sensor whose trigger polls in the triggerer.
 
-Each poll asks MLflow which version holds the `production` alias (the serving
-contract; one small REST call, no mlflow import), then counts the rows of that
+Each poll asks MLflow which version holds the `production` alias
+(`model_registry.production_version`: one small REST call, no mlflow import), then counts the rows of that
 version's inference log files not yet reported and written since its baseline
 (parquet footers, cached per file). The trigger fires once they reach
 `min_rows`, with the version and the exact file list: that list is the window
@@ -21,39 +21,9 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.triggers.base import BaseTrigger, StartTriggerArgs, TriggerEvent
 
-PRODUCTION_ALIAS = "production"
-
-
-def _no_such_alias(resp) -> bool:
-    """MLflow answers 404 for an unknown model and 400 "alias ... not found" for a model never deployed."""
-    if resp.status_code == 404:
-        return True
-    if resp.status_code != 400:
-        return False
-    try:
-        body = resp.json()
-    except ValueError:
-        return False
-    return body.get("error_code") == "INVALID_PARAMETER_VALUE" and "not found" in body.get("message", "")
-
-
-def production_version(tracking_uri: str, model_name: str, timeout: float = 5.0) -> str | None:
-    """The version behind `<model>@production`, or None while there is none."""
-    import httpx
-
-    resp = httpx.get(
-        f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias",
-        params={"name": model_name, "alias": PRODUCTION_ALIAS},
-        timeout=timeout,
-    )
-    if _no_such_alias(resp):
-        return None
-    resp.raise_for_status()
-    return str(resp.json()["model_version"]["version"])
-
-
 def check_traffic(model_name: str, tracking_uri: str, counts: dict[str, int]) -> dict[str, Any]:
     """{version, files, rows}: the production version's log files not yet reported."""
+    from model_registry import production_version
     from monitoring import inference
 
     version = production_version(tracking_uri, model_name)

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import model_registry
 from features.compute import MODEL_FEATURES
+from model_registry import Tag
 
 
 _thread_state = threading.local()
@@ -53,7 +55,7 @@ class LoadedModel:
     run_id: str
     threshold: float
     estimator: Any = field(repr=False)
-    alias: str = "production"
+    alias: str = model_registry.PRODUCTION
     loaded_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     array_input: bool = False  # see `takes_arrays`
 
@@ -96,7 +98,7 @@ def check_probabilities(probabilities: np.ndarray, rows: int) -> None:
 
 
 def threshold_of(tags: dict[str, str]) -> float:
-    raw = tags.get("decision_threshold")
+    raw = tags.get(Tag.DECISION_THRESHOLD)
     try:
         threshold = float(raw)
     except (TypeError, ValueError):
@@ -106,11 +108,9 @@ def threshold_of(tags: dict[str, str]) -> float:
     return threshold
 
 
-def load_version(tracking_uri: str, name: str, version: str, alias: str = "production") -> LoadedModel:
+def load_version(tracking_uri: str, name: str, version: str, alias: str = model_registry.PRODUCTION) -> LoadedModel:
     """Download, load and check `name` version `version`. Raises LoadFailed with the reason."""
-    from serving import registry
-
-    mlflow_client = registry.client(tracking_uri)
+    mlflow_client = model_registry.client(tracking_uri)
     try:
         mv = mlflow_client.get_model_version(name, str(version))
         estimator = _load_estimator(tracking_uri, name, str(version))

@@ -17,11 +17,11 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+import model_registry
 import settings
 from features.compute import MODEL_FEATURES
-from serving import registry
 from serving.frame import flight_id, model_input
-from serving.inference_log import InferenceLog
+from serving.inference_log import PREDICTION, PROBABILITY, InferenceLog
 from serving.model import LoadedModel, LoadFailed, load_version
 from serving.online import OnlineFeatures
 from serving.schemas import FlightRequest, Prediction, ReloadResult
@@ -89,7 +89,7 @@ class ModelService:
         with self._reload_lock:
             current = self.model
             old_version = current.version if current else None
-            target = registry.alias_version(registry.client(self.cfg.mlflow_tracking_uri), name, registry.PRODUCTION)
+            target = model_registry.production_version(self.cfg.mlflow_tracking_uri, name)
             if target == old_version or (from_poll and self._recently_failed(target)):
                 return ReloadResult(model_name=name, version=old_version, previous_version=old_version, changed=False)
             if target is None:
@@ -155,7 +155,7 @@ def _log_rows(model: LoadedModel, requests: list[FlightRequest], answers: list[P
             "model_version": model.version, "carrier": request.carrier, "flight": request.flight,
             "tailnum": request.tailnum, "origin": request.origin, "dest": request.dest, "route": request.route,
             "sched_dep_ts": request.sched_dep_ts, "flight_id": answer.flight_id,
-            "probability": answer.probability, "prediction": answer.prediction, "latency_ms": latency_ms,
+            PROBABILITY: answer.probability, PREDICTION: answer.prediction, "latency_ms": latency_ms,
         }
         row.update(zip(MODEL_FEATURES, values))
         rows.append(row)

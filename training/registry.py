@@ -1,31 +1,24 @@
-"""The MLflow model registry: the champion, and registering a challenger once.
+"""The MLflow model registry as training uses it: the champion, and registering a challenger once.
 
-Aliases only, no stages: training sets `challenger`; serving moves `production`
-(the champion) and `previous`. A version is registered at most once per MLflow
-run: before creating one, the registry is searched for a version of that run, so
-a retried register task finds the version its first attempt made.
+Alias and tag names are the registry contract's (`model_registry`). A version is
+registered at most once per MLflow run: before creating one, the registry is
+searched for a version of that run, so a retried register task finds the
+version its first attempt made.
 """
 
 from __future__ import annotations
 
 import logging
 
-log = logging.getLogger(__name__)
+import model_registry
 
-CHALLENGER = "challenger"
-PRODUCTION = "production"
+log = logging.getLogger(__name__)
 
 
 def champion(mlflow_client, name: str):
-    """The `production` version of `name`, or None (no model, or no alias yet)."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow_client.get_model_version_by_alias(name, PRODUCTION)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
+    """The `production` model version of `name`, or None (no model, or no alias yet)."""
+    version = model_registry.production_version(mlflow_client.tracking_uri, name)
+    return None if version is None else mlflow_client.get_model_version(name, version)
 
 
 def load_version(name: str, version: str):
@@ -66,5 +59,5 @@ def register_once(mlflow_client, name: str, model_uri: str, model_id: str, run_i
         for key, value in tags.items():
             mlflow_client.set_model_version_tag(name, mv.version, key, value)
         mlflow_client.update_model_version(name, mv.version, description=description)
-    mlflow_client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    model_registry.point_alias(mlflow_client, name, model_registry.CHALLENGER, mv.version)
     return mlflow_client.get_model_version(name, mv.version)

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
+from monitoring_helpers import register_version, write_log
 
+import model_registry
 import storage
 from monitoring import inference, policy, sensor, state
-
-from monitoring_helpers import register_version, write_log
 
 
 def _rows(served: dict, n: int) -> pd.DataFrame:
@@ -52,11 +52,11 @@ def test_new_files_skip_reported_unfinished_and_pre_baseline_files(monitor_env, 
 @pytest.mark.integration
 def test_production_version_follows_the_alias(monitor_env, mlflow_uri, served):
     name = monitor_env.model_name
-    assert sensor.production_version(mlflow_uri, name) is None  # no model registered yet
+    assert model_registry.production_version(mlflow_uri, name) is None  # no model registered yet
     register_version(name, served["reference"].head(50), {"test_roc_auc": 0.7}, alias=None)
-    assert sensor.production_version(mlflow_uri, name) is None  # registered, never deployed
+    assert model_registry.production_version(mlflow_uri, name) is None  # registered, never deployed
     register_version(name, served["reference"].head(50), {"test_roc_auc": 0.7})
-    assert sensor.production_version(mlflow_uri, name) == "2"
+    assert model_registry.production_version(mlflow_uri, name) == "2"
 
 
 async def _first_event(trigger: sensor.NewTrafficTrigger, timeout: float):

@@ -7,9 +7,16 @@ import time
 
 import pandas as pd
 import pytest
+from serving_helpers import (
+    ADMIN,
+    FLIGHT,
+    app_client,
+    unique_name,
+    wait_serving,
+    wait_until,
+)
 
-from serving import registry
-from serving_helpers import ADMIN, FLIGHT, app_client, unique_name, wait_serving, wait_until
+import model_registry
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +32,14 @@ def serve(serving_env, versions, mlflow_server):
 
     def apply(version: str | None, **env):
         cfg = serving_env(versions["name"], **env)
-        registry.point_alias(registry.client(mlflow_server), versions["name"], registry.PRODUCTION, version)
+        model_registry.point_alias(model_registry.client(mlflow_server), versions["name"], model_registry.PRODUCTION, version)
         return cfg
 
     return apply
 
 
 def set_production(versions, mlflow_server, version):
-    registry.point_alias(registry.client(mlflow_server), versions["name"], registry.PRODUCTION, version)
+    model_registry.point_alias(model_registry.client(mlflow_server), versions["name"], model_registry.PRODUCTION, version)
 
 
 # -- predict -------------------------------------------------------------------------------
@@ -56,7 +63,7 @@ def test_predict_answers_with_probability_decision_and_version(serve, versions):
 def test_predict_equals_the_model_on_feasts_own_online_features(serve, versions, estimators):
     """End to end the server gives what training's functions and Feast's public API give."""
     from features.compute import model_frame, request_features
-    from features.repo import FEATURE_SERVICE
+    from features.names import FEATURE_SERVICE
     from features.store import feature_store
 
     serve(versions["v1"])
@@ -148,7 +155,7 @@ def test_health_and_version_describe_the_loaded_model(serve, versions):
 
     assert health["ready"] and health["features_ready"] and health["reason"] is None
     assert version["model_name"] == versions["name"] and version["version"] == versions["v1"]
-    assert version["alias"] == "production" and version["threshold"] == 0.3
+    assert version["alias"] == model_registry.PRODUCTION and version["threshold"] == 0.3
     assert pd.Timestamp(version["loaded_at"]).tzinfo is not None
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from serving import registry
-from serving.validation import ValidationFailed, holdout, validate
 from serving_helpers import unique_name
+
+import model_registry
+from serving.validation import ValidationFailed, holdout, validate
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +59,17 @@ def test_a_version_over_the_latency_budget_is_rejected(serving_env, versions):
 def test_a_version_without_the_contract_tags_is_rejected(serving_env, versions, register, mlflow_server):
     cfg = serving_env(versions["name"])
     version = register(versions["name"], "good")
-    registry.client(mlflow_server).delete_model_version_tag(versions["name"], version, "test_end")
+    model_registry.client(mlflow_server).delete_model_version_tag(versions["name"], version, "test_end")
     with pytest.raises(ValidationFailed, match=r"lacks the version tags \['test_end'\]"):
         validate(versions["name"], version, cfg)
 
 
 def test_the_holdout_counts_only_outcomes_known_at_data_as_of(split):
-    from features.store import FLIGHTS_TABLE, read_table
+    from features.store import FLIGHTS_TABLE, read_offline_table
 
     start, end = split.test_range
     as_of = pd.Timestamp(end) - pd.Timedelta(days=3)
-    flights = read_table(FLIGHTS_TABLE)
+    flights = read_offline_table(FLIGHTS_TABLE)
     in_range = flights[(flights["event_timestamp"] >= pd.Timestamp(start))
                        & (flights["event_timestamp"] <= pd.Timestamp(end))]
 
