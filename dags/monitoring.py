@@ -11,7 +11,7 @@ so this file holds two DAGs:
   alias and counts, from parquet footers, that version's inference log rows not
   yet reported. At `monitor_min_rows` it fires with the file list; the run
   builds the Evidently report of exactly those files (saved under
-  `reports/<model>/v<version>/`), the policy decides (decision and numbers in
+  `reports/<model>/v<version>/`), the policy judges it (decision and numbers in
   the task log), and `emit_drift_report` sends the event or is skipped. Then
   the next run starts waiting again.
 - `monitoring_baseline` runs on `deployed_model` and records each deployed
@@ -59,7 +59,7 @@ def monitoring():
     def build_report(found: dict, ti=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from monitoring.monitor import report_window
+        from monitoring.tasks import report_window
         from monitoring.report import ReferenceMissing
 
         try:
@@ -68,10 +68,10 @@ def monitoring():
             raise AirflowFailException(str(exc)) from exc  # retrying cannot create the artifact
 
     @task
-    def decide(summary: dict) -> dict:
-        from monitoring.monitor import decide
+    def judge_window(summary: dict) -> dict:
+        from monitoring.tasks import judge_window
 
-        return decide(summary)
+        return judge_window(summary)
 
     @task(outlets=[drift_report])
     def emit_drift_report(summary: dict, decision: dict, outlet_events=None) -> None:
@@ -79,12 +79,12 @@ def monitoring():
 
         if not decision["retrain"]:
             raise AirflowSkipException(f"policy says no retrain ({decision['reason']}): no drift_report event")
-        from monitoring.monitor import drift_report_extra
+        from monitoring.tasks import drift_report_extra
 
         outlet_events[drift_report].extra = drift_report_extra(summary, decision)
 
     summary = build_report(traffic.output)
-    emit_drift_report(summary, decide(summary))
+    emit_drift_report(summary, judge_window(summary))
 
 
 @dag(
@@ -98,7 +98,7 @@ def monitoring():
 def monitoring_baseline():
     @task
     def record_baseline(triggering_asset_events=None) -> list[dict]:
-        from monitoring.monitor import record_baselines
+        from monitoring.tasks import record_baselines
 
         events = [
             {"extra": dict(e.extra or {}), "timestamp": e.timestamp, "source_run_id": e.source_run_id}

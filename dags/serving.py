@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 import settings
 from datasets import deployed_model, registered_model
+from serving.failures import recording_failure
 from serving.sensor import ServerVersionSensor
 
 cfg = settings.get()
@@ -36,63 +37,59 @@ cfg = settings.get()
 )
 def serving():
     @task
-    def choose_version(triggering_asset_events=None, dag_run=None, ti=None) -> str:
-        from serving.deploy import choose_version, failure_reason
+    @recording_failure
+    def choose_version(triggering_asset_events=None, dag_run=None) -> str:
+        from serving.tasks import choose_version
 
         events = triggering_asset_events.get(registered_model, []) if triggering_asset_events else []
-        with failure_reason(ti):
-            version, why = choose_version([dict(e.extra or {}) for e in events], (dag_run.conf or {}).get("versions"))
+        version, why = choose_version([dict(e.extra or {}) for e in events], (dag_run.conf or {}).get("versions"))
         print(why)
         if version is None:
             raise AirflowSkipException(why)
         return version
 
     @task
-    def validate(version: str, ti=None) -> dict:
-        from serving.deploy import failure_reason, validate
-        from serving.validation import ValidationFailed
+    @recording_failure
+    def validate(version: str) -> dict:
+        from serving.tasks import validate
 
-        with failure_reason(ti):
-            try:
-                return validate(version)
-            except ValidationFailed as exc:
-                raise AirflowFailException(f"{exc}. Production is unchanged. Measured: {exc.numbers}") from exc
+        return validate(version)
 
     @task
-    def promote(version: str, validation: dict, ti=None) -> dict:
-        from serving.deploy import failure_reason, promote
+    @recording_failure
+    def promote(version: str, validation: dict) -> dict:
+        from serving.tasks import promote
 
-        with failure_reason(ti):
-            return promote(version)
-
-    @task
-    def reload_server(promotion: dict, ti=None) -> dict:
-        from serving.deploy import failure_reason, reload_server
-
-        with failure_reason(ti):
-            return reload_server(promotion["version"])
+        return promote(version)
 
     @task
-    def smoke_test(promotion: dict, ti=None) -> dict:
-        from serving.deploy import failure_reason, smoke_test
+    @recording_failure
+    def reload_server(promotion: dict) -> dict:
+        from serving.tasks import reload_server
 
-        with failure_reason(ti):
-            return smoke_test(promotion["version"])
+        return reload_server(promotion["version"])
+
+    @task
+    @recording_failure
+    def smoke_test(promotion: dict) -> dict:
+        from serving.tasks import smoke_test
+
+        return smoke_test(promotion["version"])
 
     @task(outlets=[deployed_model])
-    def publish(promotion: dict, validation: dict, smoke: dict, outlet_events=None, ti=None) -> dict:
-        from serving.deploy import deployed_extra, failure_reason
+    @recording_failure
+    def publish(promotion: dict, validation: dict, smoke: dict, outlet_events=None) -> dict:
+        from serving.tasks import publish
 
-        with failure_reason(ti):
-            extra = deployed_extra(promotion, validation, smoke)
-            outlet_events[deployed_model].extra = extra
-            return extra
+        extra = publish(promotion, validation, smoke)
+        outlet_events[deployed_model].extra = extra
+        return extra
 
     @task(trigger_rule="one_failed")
-    def rollback(ti=None) -> None:
-        from serving.deploy import rollback_failed_run
+    def rollback(promote_task_id: str, ti=None) -> None:
+        from serving.tasks import rollback_failed_run
 
-        raise AirflowFailException(rollback_failed_run(ti))
+        raise AirflowFailException(rollback_failed_run(ti, promote_task_id))
 
     version = choose_version()
     validation = validate(version)
@@ -108,7 +105,7 @@ def serving():
     smoke = smoke_test(promotion)
     served >> smoke
     published = publish(promotion, validation, smoke)
-    [promotion, reloaded, served, smoke, published] >> rollback()
+    [promotion, reloaded, served, smoke, published] >> rollback(promotion.operator.task_id)
 
 
 serving()

@@ -37,19 +37,19 @@ def training():
 
     @task
     def build_training_set(trigger: dict, dag_run=None) -> dict:
-        from training.steps import build_training_set, run_key
+        from training.tasks import build_training_set, run_key
 
         return build_training_set(run_key(dag_run.dag_id, dag_run.run_id), trigger)
 
     @task
     def train_candidate(family: str, dataset: dict, trigger: dict) -> dict:
-        from training.steps import train_candidate
+        from training.tasks import train_candidate
 
         return train_candidate(family, dataset, trigger)
 
     @task
     def gate(candidates: list[dict], dataset: dict, trigger: dict) -> dict:
-        from training.steps import gate
+        from training.tasks import gate
 
         # A slice is one XCom read; iterating would probe past the last item.
         return gate(list(candidates[:]), dataset, trigger)
@@ -60,7 +60,7 @@ def training():
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException(f"the champion holds, nothing registered: {decision['explanation']}")
-        from training.steps import register
+        from training.tasks import register
 
         extra = register(decision, dataset, trigger)
         outlet_events[registered_model].extra = extra

@@ -52,12 +52,12 @@ PRELOAD = (
     "evidently.presets",
     # The stage modules the tasks call (they read only the environment at import).
     "features.ingest",
-    "features.build",
-    "training.steps",
+    "features.tasks",
+    "training.tasks",
     "training.dataset",
-    "serving.deploy",
+    "serving.tasks",
     "serving.validation",
-    "monitoring.monitor",
+    "monitoring.tasks",
     "monitoring.report",
 )
 

@@ -21,6 +21,8 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from serving.failures import FAILURE_KEY
+
 
 class ServerVersionTrigger(BaseTrigger):
     """Fires when GET {server_url}/version reports `version`, or at `deadline` (epoch seconds)."""
@@ -121,5 +123,5 @@ class ServerVersionSensor(BaseSensorOperator):
             return event
         reason = (f"the model server still reported {event.get('last_seen')!r} after "
                   f"{self.deploy_timeout_seconds:.0f}s, expected version {event.get('version')}")
-        context["ti"].xcom_push(key="failure", value=reason)
+        context["ti"].xcom_push(key=FAILURE_KEY, value=reason)
         raise AirflowException(reason)

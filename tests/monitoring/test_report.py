@@ -9,7 +9,7 @@ import pytest
 
 import storage
 from features.compute import MODEL_FEATURES
-from monitoring import inference, monitor, report
+from monitoring import inference, report, tasks
 
 from monitoring_helpers import reference_sample, register_version, write_log
 
@@ -86,7 +86,7 @@ def test_report_window_with_labels_adds_the_quality_view(monitor_env, mlflow_uri
     version = register_version(name, reference_sample(served["reference"]), {"test_roc_auc": 0.74})
     rows = served["same_season"].head(1500)
     urls = write_log(rows, name, version, per_file=500)
-    summary = monitor.report_window({"version": version, "files": urls, "rows": 1500})
+    summary = tasks.report_window({"version": version, "files": urls, "rows": 1500})
 
     assert summary["model_version"] == version and summary["rows"] == 1500
     assert summary["drift_share"] < monitor_env.drift_share_threshold
@@ -107,7 +107,7 @@ def test_report_window_of_july_traffic_has_no_labels_yet(monitor_env, mlflow_uri
     name = monitor_env.model_name
     version = register_version(name, reference_sample(served["reference"]), {"test_roc_auc": 0.74})
     urls = write_log(served["july"].head(1200), name, version, per_file=600)
-    summary = monitor.report_window({"version": version, "files": urls, "rows": 1200})
+    summary = tasks.report_window({"version": version, "files": urls, "rows": 1200})
     assert summary["drift_share"] >= monitor_env.drift_share_threshold
     assert summary["quality"]["labelled_rows"] == 0 and summary["quality"]["value"] is None
     assert storage.get().exists(summary["report_path"])
@@ -120,7 +120,7 @@ def test_a_version_without_reference_fails_once_not_forever(monitor_env, mlflow_
     name = monitor_env.model_name
     urls = write_log(served["july"].head(1000), name, "99", per_file=1000)
     with pytest.raises(report.ReferenceMissing):
-        monitor.report_window({"version": "99", "files": urls, "rows": 1000})
+        tasks.report_window({"version": "99", "files": urls, "rows": 1000})
     assert inference.new_files(name, "99", {}) == []  # the next run waits for new traffic
     entry = state.version_state(state.load(name), "99")["windows"][0]
     assert entry["decision"]["reason"] == "no_reference" and "reference.parquet" in entry["error"]
@@ -134,8 +134,8 @@ def test_a_failing_report_gives_up_on_its_window_only_on_the_last_attempt(monito
     monkeypatch.setattr(report, "build", lambda *a, **k: 1 / 0)
     traffic = {"version": "3", "files": urls, "rows": 1000}
     with pytest.raises(ZeroDivisionError):
-        monitor.report_window(traffic, last_attempt=False)
+        tasks.report_window(traffic, last_attempt=False)
     assert [u for u, _ in inference.new_files(name, "3", {})] == urls  # a retry will see the same window
     with pytest.raises(ZeroDivisionError):
-        monitor.report_window(traffic, last_attempt=True)
+        tasks.report_window(traffic, last_attempt=True)
     assert inference.new_files(name, "3", {}) == []

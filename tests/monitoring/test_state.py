@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-from monitoring import monitor, policy, state
+from monitoring import policy, state, tasks
 from monitoring.policy import Observation, Thresholds
 
 T0 = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)
@@ -16,7 +16,7 @@ SMALL = Observation(rows=10, drift_share=1.0)
 
 
 def judge(st: dict, version: str, window: str, seen: Observation, now: datetime) -> tuple[dict, policy.Decision]:
-    """One monitoring run without storage: decide, then record (what `monitor.decide` does)."""
+    """One monitoring run without storage: decide, then record (what `tasks.judge_window` does)."""
     decision = policy.decide(seen, state.history(st, version), LIMITS, now)
     return state.record_window(st, version, window, [f"{window}.parquet"], decision, {}, now), decision
 
@@ -70,7 +70,7 @@ def test_loop_guard_one_drift_episode_one_retraining_per_deployed_version():
 
 
 def test_monitor_decide_over_the_same_drifted_traffic(monitor_env):
-    """`monitor.decide` with its stored state: one retrain per version and episode, re-runs replay."""
+    """`tasks.judge_window` with its stored state: one retrain per version and episode, re-runs replay."""
 
     def summary(window: str, share: float, version: str = "1") -> dict:
         return {"model_name": monitor_env.model_name, "model_version": version, "rows": 2500,
@@ -78,11 +78,11 @@ def test_monitor_decide_over_the_same_drifted_traffic(monitor_env):
                 "quality": {"metric": "roc_auc", "value": None, "reference": 0.7, "labelled_rows": 0},
                 "window": {"id": window, "files": [f"{window}.parquet"]}}
 
-    decisions = [monitor.decide(summary(f"w{i}", 0.75), now=T0 + timedelta(minutes=i)) for i in range(5)]
+    decisions = [tasks.judge_window(summary(f"w{i}", 0.75), now=T0 + timedelta(minutes=i)) for i in range(5)]
     assert [d["reason"] for d in decisions] == ["retrain"] + ["already_triggered"] * 4
-    replay = monitor.decide(summary("w0", 0.75), now=T0 + timedelta(hours=5))
+    replay = tasks.judge_window(summary("w0", 0.75), now=T0 + timedelta(hours=5))
     assert replay == decisions[0]  # the emitting task's retry still sees "retrain"
-    new_version = monitor.decide(summary("x0", 0.75, version="2"), now=T0 + timedelta(minutes=monitor_env.retrain_cooldown_minutes / 2))
+    new_version = tasks.judge_window(summary("x0", 0.75, version="2"), now=T0 + timedelta(minutes=monitor_env.retrain_cooldown_minutes / 2))
     assert new_version["reason"] == "cooldown"
     stored = state.load(monitor_env.model_name)
     assert set(stored["versions"]) == {"1", "2"}
@@ -92,7 +92,7 @@ def test_monitor_decide_over_the_same_drifted_traffic(monitor_env):
 
 def test_baseline_keeps_the_latest_deployment(monitor_env):
     name = monitor_env.model_name
-    first = monitor.record_baselines([
+    first = tasks.record_baselines([
         {"extra": {"model_name": name, "version": "3", "previous_version": "2"}, "timestamp": T0},
         {"extra": {"note": "no version"}, "timestamp": T0},
     ])

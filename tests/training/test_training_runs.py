@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import model_registry
 import storage
 from features.compute import LABEL, MODEL_FEATURES, model_frame
-from features.repo import FEATURE_SERVICE
-from training import dataset, gate, registry, split, steps, tracking
+from features.names import FEATURE_SERVICE
+from training import dataset, gate, registry, split, tasks, tracking
 from training.candidates import FAMILIES
-from training.evaluate import scores
+from training.metrics import scores
 
 pytestmark = pytest.mark.integration
 
@@ -54,12 +55,12 @@ def drift(model_version: str) -> dict:
 
 def run(key: str, trigger: dict, noisy: bool = False) -> tuple[dict, dict, dict | None]:
     """The DAG's steps in order: (training set summary, decision, registered_model extra or None)."""
-    data = steps.build_training_set(key, trigger, as_of=AS_OF)
+    data = tasks.build_training_set(key, trigger, as_of=AS_OF)
     if noisy:
         flip_training_labels(data)
-    candidates = [steps.train_candidate(family, data, trigger) for family in FAMILIES]
-    decision = steps.gate(candidates, data, trigger)
-    return data, decision, (steps.register(decision, data, trigger) if decision["register"] else None)
+    candidates = [tasks.train_candidate(family, data, trigger) for family in FAMILIES]
+    decision = tasks.gate(candidates, data, trigger)
+    return data, decision, (tasks.register(decision, data, trigger) if decision["register"] else None)
 
 
 def test_champion_and_challenger_over_four_runs(training_env, tmp_path):
@@ -73,7 +74,7 @@ def test_champion_and_challenger_over_four_runs(training_env, tmp_path):
     assert e1["feature_table_events"] == [{"id": 1, "batch_id": "test-2013-01"},
                                           {"id": 2, "batch_id": "test-2013-02"}]
     assert e1["champion_version"] is None and e1["metrics"]["roc_auc"] == d1["challenger"]["test"]["roc_auc"]
-    v1 = client.get_model_version_by_alias(name, registry.CHALLENGER)
+    v1 = client.get_model_version_by_alias(name, model_registry.CHALLENGER)
     assert v1.version == "1" and v1.run_id == e1["run_id"]
     assert v1.tags["feature_service"] == FEATURE_SERVICE and json.loads(v1.tags["feature_table_events"]) == [1, 2]
     assert 0 < float(v1.tags["decision_threshold"]) < 1 and v1.tags["trigger_reason"] == "fresh_data"
@@ -93,12 +94,12 @@ def test_champion_and_challenger_over_four_runs(training_env, tmp_path):
     assert reference["event_timestamp"].max().isoformat() <= data1["ranges"]["train_end"]
 
     # Re-running steps of the same run changes nothing: same set, same candidate runs, same version.
-    assert steps.build_training_set("first", fresh(1, 2), as_of=AS_OF) == data1
-    assert steps.train_candidate(FAMILIES[0], data1, fresh(1, 2))["run_id"] in {r.info.run_id for r in runs}
-    assert steps.register(d1, data1, fresh(1, 2))["version"] == "1"
+    assert tasks.build_training_set("first", fresh(1, 2), as_of=AS_OF) == data1
+    assert tasks.train_candidate(FAMILIES[0], data1, fresh(1, 2))["run_id"] in {r.info.run_id for r in runs}
+    assert tasks.register(d1, data1, fresh(1, 2))["version"] == "1"
     assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
-    client.set_registered_model_alias(name, registry.PRODUCTION, "1")  # what serving does
+    client.set_registered_model_alias(name, model_registry.PRODUCTION, "1")  # what serving does
 
     # 2. the same (noisy) data: the challenger is the champion's twin, the gate holds.
     _, d2, e2 = run("same-data", fresh(3), noisy=True)
@@ -115,10 +116,10 @@ def test_champion_and_challenger_over_four_runs(training_env, tmp_path):
     v2 = client.get_model_version(name, "2")
     assert v2.tags["champion_version"] == "1"
     assert float(v2.tags["champion_test_roc_auc"]) < float(v2.tags["test_roc_auc"])
-    assert client.get_model_version_by_alias(name, registry.CHALLENGER).version == "2"
+    assert client.get_model_version_by_alias(name, model_registry.CHALLENGER).version == "2"
 
     # The holdout rebuilt from the version's tags is the one it was tested on, scored the same.
-    rebuilt = dataset.holdout_frame(v2.tags["test_start"], v2.tags["test_end"], v2.tags["data_as_of"])
+    rebuilt = dataset.holdout(v2.tags["test_start"], v2.tags["test_end"], v2.tags["data_as_of"])
     tested = storage.get().read_parquet(data3["url"]).query("part == 'test'").reset_index(drop=True)
     pd.testing.assert_frame_equal(rebuilt, tested.drop(columns="part"))
     model = registry.load_version(name, "2")
@@ -126,7 +127,7 @@ def test_champion_and_challenger_over_four_runs(training_env, tmp_path):
     rescored = scores(rebuilt[LABEL], probabilities, d3["challenger"]["decision_threshold"])
     assert rescored == pytest.approx(e3["metrics"])
 
-    client.set_registered_model_alias(name, registry.PRODUCTION, "2")
+    client.set_registered_model_alias(name, model_registry.PRODUCTION, "2")
 
     # 4. drift on the champion, same data: not worse is enough.
     _, d4, e4 = run("drift", drift(model_version="2"))

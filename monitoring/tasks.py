@@ -1,4 +1,4 @@
-"""The monitoring steps the DAGs call: report a window, decide, describe the event, record baselines.
+"""The monitoring DAGs' task bodies: report a window, judge it, describe the event, record baselines.
 
 Plain functions over plain dicts (the XCom values), so tests run the whole
 sequence without a scheduler. Each step is safe to re-run: the report of a
@@ -12,8 +12,10 @@ import logging
 import posixpath
 from datetime import datetime, timezone
 
+import datasets
 import settings
 from monitoring import inference, policy, state
+from training.metrics import PRIMARY
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +76,14 @@ def observation(summary: dict) -> policy.Observation:
     return policy.Observation(
         rows=summary["rows"],
         drift_share=summary["drift_share"],
-        quality_metric=q.get("metric") or "roc_auc",
+        quality_metric=q.get("metric") or PRIMARY,
         quality=q.get("value"),
         reference_quality=q.get("reference"),
         labelled_rows=q.get("labelled_rows") or 0,
     )
 
 
-def decide(summary: dict, now: datetime | None = None, cfg: settings.Settings | None = None) -> dict:
+def judge_window(summary: dict, now: datetime | None = None, cfg: settings.Settings | None = None) -> dict:
     """Judge the window with the policy, log the decision and its numbers, and remember it."""
     cfg = cfg or settings.get()
     now = now or datetime.now(timezone.utc)
@@ -103,22 +105,16 @@ def decide(summary: dict, now: datetime | None = None, cfg: settings.Settings | 
     return decision.as_dict()
 
 
-def drift_report_extra(summary: dict, decision: dict) -> dict:
-    """The `drift_report` event extra (keys listed in datasets.py, plus the model name and reason)."""
-    window = {k: summary["window"][k] for k in ("id", "start", "end", "rows")}
-    return {
-        "report_path": summary["report_path"],
-        "json_path": summary["json_path"],
-        "drift_share": summary["drift_share"],
-        "drifted_columns": summary["drifted_columns"],
-        "prediction_drift": summary.get("prediction_drift"),
-        "quality": summary["quality"],
-        "model_name": summary["model_name"],
-        "model_version": summary["model_version"],
-        "window": window,
-        "reason": "+".join(k for k, on in (("drift", decision.get("data_drift")),
-                                           ("quality", decision.get("quality_dropped"))) if on),
-    }
+def drift_report_extra(summary: dict, decision: dict) -> datasets.DriftReportExtra:
+    """The `drift_report` event extra of a window the policy said to retrain on, checked against its type."""
+    reason = "+".join(k for k, on in (("drift", decision.get("data_drift")),
+                                      ("quality", decision.get("quality_dropped"))) if on)
+    return datasets.check_extra(datasets.drift_report, datasets.drift_report_extra(
+        report_path=summary["report_path"], json_path=summary["json_path"], drift_share=summary["drift_share"],
+        drifted_columns=summary["drifted_columns"], prediction_drift=summary.get("prediction_drift"),
+        quality=summary["quality"], model_name=summary["model_name"], model_version=summary["model_version"],
+        window=summary["window"], reason=reason,
+    ))
 
 
 def record_baselines(events: list[dict], cfg: settings.Settings | None = None) -> list[dict]:

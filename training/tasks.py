@@ -1,4 +1,4 @@
-"""The bodies of the training DAG's tasks, as plain functions.
+"""The bodies of the training DAG's tasks, as plain functions (`dags/training.py` wires them).
 
     trigger   = events.read_trigger(...)                 which events, and why
     dataset   = build_training_set(run_key, trigger)     point-in-time set in storage
@@ -20,6 +20,8 @@ import re
 
 import settings
 import storage
+import datasets
+from model_registry import Tag
 from training import events, gate as gate_rules, split as splitting
 
 log = logging.getLogger(__name__)
@@ -86,25 +88,25 @@ def _parts(dataset_summary: dict) -> dict:
 
 # -- candidates -------------------------------------------------------------------------------
 def _lineage_tags(trigger: dict) -> dict[str, str]:
-    from features.repo import FEATURE_SERVICE
+    from features.names import FEATURE_SERVICE
 
     return {
-        "feature_service": FEATURE_SERVICE,
-        "trigger_reason": trigger["reason"],
-        "feature_table_events": json.dumps([e["id"] for e in trigger["feature_table_events"]]),
+        Tag.FEATURE_SERVICE: FEATURE_SERVICE,
+        Tag.TRIGGER_REASON: trigger["reason"],
+        Tag.FEATURE_TABLE_EVENTS: json.dumps([e["id"] for e in trigger["feature_table_events"]]),
         "feature_table_batches": json.dumps([e["batch_id"] for e in trigger["feature_table_events"]]),
-        "drift_report_events": json.dumps([e["id"] for e in trigger["drift_report_events"]]),
+        Tag.DRIFT_REPORT_EVENTS: json.dumps([e["id"] for e in trigger["drift_report_events"]]),
     }
 
 
 def _reference(rows, features, labels, probabilities):
     """Monitoring's reference: a seeded sample of training rows with the model's output."""
     from features.compute import LABEL
-    from training.tracking import REFERENCE_ROWS
+    from training.tracking import REFERENCE_PREDICTION, REFERENCE_ROWS
 
     ref = features.copy()
     ref[LABEL] = labels
-    ref["probability"] = probabilities
+    ref[REFERENCE_PREDICTION] = probabilities
     ref.insert(0, "event_timestamp", rows["event_timestamp"].to_numpy())
     return ref.sample(n=min(REFERENCE_ROWS, len(ref)), random_state=0).sort_values("event_timestamp")
 
@@ -131,7 +133,7 @@ def train_candidate(family: str, dataset_summary: dict, trigger: dict) -> dict:
 def _fit_and_log(family: str, dataset_summary: dict, trigger: dict, mlflow_client, exp_id: str) -> dict:
     import time
 
-    from training import candidates, evaluate, tracking
+    from training import candidates, metrics as quality, tracking
 
     key = dataset_summary["run_key"]
     parts = _parts(dataset_summary)
@@ -141,17 +143,17 @@ def _fit_and_log(family: str, dataset_summary: dict, trigger: dict, mlflow_clien
     model = candidates.build(family).fit(x_train, y_train)
     fit_seconds = time.perf_counter() - started
     p_train, p_valid, p_test = (model.predict_proba(x)[:, 1] for x in (x_train, x_valid, x_test))
-    threshold = evaluate.decision_threshold(y_valid, p_valid)
+    threshold = quality.decision_threshold(y_valid, p_valid)
     metrics = {
-        **evaluate.prefixed("valid", evaluate.scores(y_valid, p_valid, threshold)),
-        **evaluate.prefixed("test", evaluate.scores(y_test, p_test, threshold)),
+        **quality.prefixed("valid", quality.scores(y_valid, p_valid, threshold)),
+        **quality.prefixed("test", quality.scores(y_test, p_test, threshold)),
         "fit_seconds": fit_seconds,
     }
     summary = tracking.log_candidate(
         mlflow_client, exp_id,
         run_name=f"{family}-{key}"[:250],
         tags={**_lineage_tags(trigger), **dataset_summary["ranges"], "training_run_key": key,
-              "candidate": family, "decision_threshold": str(threshold), "data_as_of": dataset_summary["as_of"]},
+              "candidate": family, Tag.DECISION_THRESHOLD: str(threshold), Tag.DATA_AS_OF: dataset_summary["as_of"]},
         params={"family": family, **candidates.PARAMS[family], "window_weeks": dataset_summary["window_weeks"],
                 "max_rows": dataset_summary["max_rows"], "as_of": dataset_summary["as_of"],
                 **{f"rows_{p}": n for p, n in dataset_summary["rows"].items()}},
@@ -166,37 +168,26 @@ def _fit_and_log(family: str, dataset_summary: dict, trigger: dict, mlflow_clien
 
 
 # -- the gate ---------------------------------------------------------------------------------
-def best_candidate(candidate_summaries: list[dict], metric: str) -> dict:
-    """The challenger: best on validation (the test part stays unseen until the gate)."""
-    from training.evaluate import improvement
-
-    best = candidate_summaries[0]
-    for other in candidate_summaries[1:]:
-        if improvement(metric, other["valid"][metric], best["valid"][metric]) > 0:
-            best = other
-    return best
-
-
 def champion_scores(mlflow_client, name: str, dataset_summary: dict) -> tuple[str | None, dict | None]:
     """(version, test-part metrics at its own threshold) of the `production` version, or (None, None)."""
     from threadpoolctl import threadpool_limits
 
-    from training import evaluate, registry
+    from training import metrics, registry
 
     current = registry.champion(mlflow_client, name)
     if current is None:
         return None, None
-    trained_until = current.tags.get("train_end", "")
-    if trained_until >= dataset_summary["ranges"]["test_start"]:
+    trained_until = current.tags.get(Tag.range_end(splitting.TRAIN), "")
+    if trained_until >= dataset_summary["ranges"][Tag.range_start(splitting.TEST)]:
         # Possible when the champion's window was shorter: the comparison then favours it.
         log.warning("champion v%s was trained on flights up to %s, inside this holdout (from %s)",
-                    current.version, trained_until, dataset_summary["ranges"]["test_start"])
+                    current.version, trained_until, dataset_summary["ranges"][Tag.range_start(splitting.TEST)])
     model = registry.load_version(name, current.version)
     x_test, y_test, _ = _parts(dataset_summary)[splitting.TEST]
-    threshold = float(current.tags.get("decision_threshold", 0.5))
+    threshold = float(current.tags.get(Tag.DECISION_THRESHOLD, 0.5))
     with threadpool_limits(limits=1):
         probabilities = model.predict_proba(x_test)[:, 1]
-    return str(current.version), evaluate.scores(y_test, probabilities, threshold)
+    return str(current.version), metrics.scores(y_test, probabilities, threshold)
 
 
 def gate(candidate_summaries: list[dict], dataset_summary: dict, trigger: dict) -> dict:
@@ -205,7 +196,7 @@ def gate(candidate_summaries: list[dict], dataset_summary: dict, trigger: dict) 
 
     cfg = settings.get()
     mlflow_client = tracking.client(cfg)
-    challenger = best_candidate(candidate_summaries, cfg.gate_metric)
+    challenger = gate_rules.best_candidate(candidate_summaries, cfg.gate_metric)
     champion_version, champion_metrics = champion_scores(mlflow_client, cfg.model_name, dataset_summary)
     decision = gate_rules.decide(
         challenger["test"], champion_metrics, cfg.gate_metric, cfg.gate_margin,
@@ -236,16 +227,16 @@ def _version_tags(decision: dict, dataset_summary: dict, trigger: dict) -> dict[
     tags = {
         **_lineage_tags(trigger),
         **dataset_summary["ranges"],
-        "decision_threshold": str(challenger["decision_threshold"]),
-        "data_as_of": dataset_summary["as_of"],
+        Tag.DECISION_THRESHOLD: str(challenger["decision_threshold"]),
+        Tag.DATA_AS_OF: dataset_summary["as_of"],
         "window_weeks": str(dataset_summary["window_weeks"]),
-        "training_batches": json.dumps(dataset_summary["batch_ids"]),
+        Tag.TRAINING_BATCHES: json.dumps(dataset_summary["batch_ids"]),
         "training_run_key": dataset_summary["run_key"],
         "candidate": challenger["family"],
         "gate_rule": decision["rule"],
         "champion_version": decision["champion_version"] or "",
     }
-    tags.update({f"test_{k}": f"{v:.6f}" for k, v in challenger["test"].items()})
+    tags.update({f"{Tag.TEST_METRIC_PREFIX}{k}": f"{v:.6f}" for k, v in challenger["test"].items()})
     tags.update({f"champion_test_{k}": f"{v:.6f}" for k, v in (decision["champion_metrics"] or {}).items()})
     return tags
 
@@ -278,15 +269,15 @@ def register(decision: dict, dataset_summary: dict, trigger: dict) -> dict:
         challenger["run_id"], _version_tags(decision, dataset_summary, trigger),
         _description(decision, dataset_summary, trigger),
     )
-    return {
-        "model_name": decision["model_name"],
-        "version": str(mv.version),
-        "run_id": challenger["run_id"],
-        "metrics": challenger["test"],
-        "champion_version": decision["champion_version"],
-        "champion_metrics": decision["champion_metrics"],
-        "trigger_reason": trigger["reason"],
-        "gate_rule": decision["rule"],
+    return datasets.check_extra(datasets.registered_model, datasets.registered_model_extra(
+        model_name=decision["model_name"],
+        version=str(mv.version),
+        run_id=challenger["run_id"],
+        metrics=challenger["test"],
+        champion_version=decision["champion_version"],
+        champion_metrics=decision["champion_metrics"],
+        trigger_reason=trigger["reason"],
+        gate_rule=decision["rule"],
         **events.lineage_ids(trigger),
-    }
+    ))
 

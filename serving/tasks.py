@@ -1,4 +1,5 @@
-"""The serving DAG's steps as plain functions: choose, validate, promote, reload, smoke, roll back.
+"""The serving DAG's task bodies as plain functions: choose, validate, promote, reload, smoke, publish,
+roll back (`dags/serving.py` wires them).
 
 Order of a deployment, and what a failure at each step leaves behind:
 1. choose the newest version named by the triggering events (older ones are
@@ -17,13 +18,16 @@ run fails naming the reason. Only a fully successful run emits `deployed_model`.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 
 import numpy as np
 
+import datasets
+import model_registry
 import settings
+from model_registry import Tag
 from serving import registry
-from serving.client import ServerClient, request_payload
+from serving.client import ServerClient, flight_table_body
+from serving.failures import recorded_reasons
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +36,6 @@ SMOKE_FLIGHTS = 5
 
 class DeployFailed(RuntimeError):
     """A step after validation failed; the message says what the server or registry did."""
-
-
-@contextmanager
-def failure_reason(ti):
-    """Record why a task failed (XCom key `failure`) for the rollback task, then fail as before."""
-    try:
-        yield
-    except Exception as exc:
-        ti.xcom_push(key="failure", value=f"{type(exc).__name__}: {exc}")
-        raise
 
 
 # -- 1. choose ----------------------------------------------------------------------
@@ -66,7 +60,7 @@ def choose_version(extras: list[dict], conf_versions: list | None = None,
     newest, superseded = versions[0], versions[1:]
     if superseded:
         log.info("version %s supersedes %s: only the newest is deployed", newest, superseded)
-    production = registry.alias_version(registry.client(cfg.mlflow_tracking_uri), cfg.model_name, registry.PRODUCTION)
+    production = model_registry.production_version(cfg.mlflow_tracking_uri, cfg.model_name)
     if production is not None and int(production) >= int(newest):
         return None, f"production already serves version {production} (newest named: {newest})"
     return newest, f"deploying version {newest}; production is {production}; superseded: {superseded or 'none'}"
@@ -74,38 +68,43 @@ def choose_version(extras: list[dict], conf_versions: list | None = None,
 
 # -- 2. validate ----------------------------------------------------------------------
 def validate(version: str, cfg: settings.Settings | None = None) -> dict:
-    from serving.validation import validate as run_checks
+    """Every check of `serving.validation`; a failure says that production is unchanged."""
+    from serving.validation import ValidationFailed, validate as run_checks
 
     cfg = cfg or settings.get()
-    return run_checks(cfg.model_name, version, cfg)
+    try:
+        return run_checks(cfg.model_name, version, cfg)
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"{exc}. Production is unchanged. Measured: {exc.numbers}", exc.numbers) from exc
 
 
 # -- 3. promote -----------------------------------------------------------------------
 def promote(version: str, cfg: settings.Settings | None = None) -> dict:
     """Move `production` to `version` and `previous` to the old production. Idempotent."""
     cfg = cfg or settings.get()
-    mlflow_client, name = registry.client(cfg.mlflow_tracking_uri), cfg.model_name
-    production = registry.alias_version(mlflow_client, name, registry.PRODUCTION)
+    uri, name = cfg.mlflow_tracking_uri, cfg.model_name
+    mlflow_client = model_registry.client(uri)
+    production = model_registry.production_version(uri, name)
     if production == str(version):  # a re-run after the move: report the recorded promotion
-        tags = registry.version_tags(mlflow_client, name, version)
-        return _promotion(name, version, tags.get("previous_production") or None,
-                          tags.get("prior_previous") or None, tags.get("promoted_at", ""))
-    prior_previous = registry.alias_version(mlflow_client, name, registry.PREVIOUS)
-    when = registry.now_iso()
+        tags = model_registry.version_tags(mlflow_client, name, version)
+        return _promotion(name, version, tags.get(Tag.PREVIOUS_PRODUCTION) or None,
+                          tags.get(Tag.PRIOR_PREVIOUS) or None, tags.get(Tag.PROMOTED_AT, ""))
+    prior_previous = model_registry.alias_version(uri, name, model_registry.PREVIOUS)
+    when = model_registry.now_iso()
     try:
-        mlflow_client.set_model_version_tag(name, version, "previous_production", production or "")
-        mlflow_client.set_model_version_tag(name, version, "prior_previous", prior_previous or "")
-        mlflow_client.set_model_version_tag(name, version, "promoted_at", when)
-        registry.point_alias(mlflow_client, name, registry.PRODUCTION, version)
+        mlflow_client.set_model_version_tag(name, version, Tag.PREVIOUS_PRODUCTION, production or "")
+        mlflow_client.set_model_version_tag(name, version, Tag.PRIOR_PREVIOUS, prior_previous or "")
+        mlflow_client.set_model_version_tag(name, version, Tag.PROMOTED_AT, when)
+        model_registry.point_alias(mlflow_client, name, model_registry.PRODUCTION, version)
         if production is not None:
-            registry.point_alias(mlflow_client, name, registry.PREVIOUS, production)
+            model_registry.point_alias(mlflow_client, name, model_registry.PREVIOUS, production)
             registry.mark_retired(mlflow_client, name, production, when)
         registry.mark_deployed(mlflow_client, name, version, when)
     except Exception:
         log.exception("promotion of %s failed half-way: restoring production=%s previous=%s",
                       version, production, prior_previous)
-        registry.point_alias(mlflow_client, name, registry.PRODUCTION, production)
-        registry.point_alias(mlflow_client, name, registry.PREVIOUS, prior_previous)
+        model_registry.point_alias(mlflow_client, name, model_registry.PRODUCTION, production)
+        model_registry.point_alias(mlflow_client, name, model_registry.PREVIOUS, prior_previous)
         raise
     log.info("production: %s -> %s", production, version)
     return _promotion(name, version, production, prior_previous, when)
@@ -132,18 +131,18 @@ def reload_server(version: str, cfg: settings.Settings | None = None) -> dict:
 # -- 5. smoke -------------------------------------------------------------------------
 def smoke_flights(version: str, cfg: settings.Settings | None = None, count: int = SMOKE_FLIGHTS):
     """A few real flights from the version's test range in the feature store."""
-    from serving.validation import labelled_flights, utc
+    from training.dataset import labelled_flights_between
 
     cfg = cfg or settings.get()
-    tags = registry.version_tags(registry.client(cfg.mlflow_tracking_uri), cfg.model_name, version)
-    return labelled_flights(utc(tags["test_start"]), utc(tags["test_end"]), cap=count)
+    tags = model_registry.version_tags(model_registry.client(cfg.mlflow_tracking_uri), cfg.model_name, version)
+    return labelled_flights_between(tags[Tag.range_start("test")], tags[Tag.range_end("test")], cap=count)
 
 
 def smoke_test(version: str, cfg: settings.Settings | None = None, payloads: list[dict] | None = None) -> dict:
     """Single and batch predictions on the running server; all must answer with `version`."""
     cfg = cfg or settings.get()
     if payloads is None:
-        payloads = [request_payload(row) for _, row in smoke_flights(version, cfg).iterrows()]
+        payloads = [flight_table_body(row) for _, row in smoke_flights(version, cfg).iterrows()]
     if not payloads:
         raise DeployFailed("no flights to smoke-test with")
     server = ServerClient(cfg.model_server_url)
@@ -188,56 +187,55 @@ def _consistency(singles: list, batch) -> list[str]:
 
 
 # -- publish --------------------------------------------------------------------------
-def deployed_extra(promotion: dict, validation: dict, smoke: dict) -> dict:
-    """The `deployed_model` event extra (keys listed in datasets.py)."""
-    return {
-        "model_name": promotion["model_name"], "version": promotion["version"],
-        "previous_version": promotion["previous_version"], "validation": validation, "smoke": smoke,
-    }
+def publish(promotion: dict, validation: dict, smoke: dict) -> datasets.DeployedModelExtra:
+    """The `deployed_model` event extra of a finished deployment, checked against its type."""
+    return datasets.check_extra(datasets.deployed_model, datasets.deployed_model_extra(
+        model_name=promotion["model_name"], version=promotion["version"],
+        previous_version=promotion["previous_version"], validation=validation, smoke=smoke,
+    ))
 
 
 # -- rollback -------------------------------------------------------------------------
 def rollback(promotion: dict, reason: str, cfg: settings.Settings | None = None) -> dict:
     """Put `production`/`previous` back as they were before `promotion`, and make the server follow."""
     cfg = cfg or settings.get()
-    mlflow_client, name = registry.client(cfg.mlflow_tracking_uri), promotion["model_name"]
+    uri, name = cfg.mlflow_tracking_uri, promotion["model_name"]
+    mlflow_client = model_registry.client(uri)
     version, previous = promotion["version"], promotion["previous_version"]
-    production = registry.alias_version(mlflow_client, name, registry.PRODUCTION)
+    production = model_registry.production_version(uri, name)
     if production not in (str(version), previous):
         raise DeployFailed(f"production points to {production}, neither {version} nor {previous}: "
                            "someone else moved it, so the rollback leaves it alone")
-    when = registry.now_iso()
-    registry.point_alias(mlflow_client, name, registry.PRODUCTION, previous)
-    registry.point_alias(mlflow_client, name, registry.PREVIOUS, promotion["prior_previous_version"])
+    when = model_registry.now_iso()
+    model_registry.point_alias(mlflow_client, name, model_registry.PRODUCTION, previous)
+    model_registry.point_alias(mlflow_client, name, model_registry.PREVIOUS, promotion["prior_previous_version"])
     if production == str(version):
         registry.mark_retired(mlflow_client, name, version, when)
-        mlflow_client.set_model_version_tag(name, version, "rolled_back_at", when)
-        mlflow_client.set_model_version_tag(name, version, "rollback_reason", reason[:4000])
+        mlflow_client.set_model_version_tag(name, version, Tag.ROLLED_BACK_AT, when)
+        mlflow_client.set_model_version_tag(name, version, Tag.ROLLBACK_REASON, reason[:4000])
         if previous is not None:
             registry.mark_deployed(mlflow_client, name, previous, when)
     log.warning("rolled back %s: production is %s again (%s)", version, previous, reason)
     return {"rolled_back_version": str(version), "production": previous, "server": _server_follows(previous, cfg)}
 
 
-# Task ids of the serving DAG, before and after `production` moves to the new version.
-BEFORE_ALIAS_MOVE = ("choose_version", "validate", "promote")
-AFTER_ALIAS_MOVE = ("reload_server", "wait_for_server", "smoke_test", "publish")
-
-
-def _recorded_reasons(ti, task_ids) -> str:
-    found = [f"{t}: {r}" for t in task_ids if (r := ti.xcom_pull(task_ids=t, key="failure"))]
-    return "; ".join(found) or "a step failed (see the failed task's log)"
-
-
-def rollback_failed_run(ti) -> str:
+def rollback_failed_run(ti, promote_task_id: str) -> str:
     """The serving DAG's rollback step: undo the alias move, if there was one.
 
-    Returns the message the run must fail with, naming the failed steps' reasons.
+    The steps come from the DAG itself: the alias moves in `promote_task_id`; the
+    steps after it are the rollback's other upstream tasks. Returns the message the
+    run must fail with, naming the failed steps' reasons.
     """
-    promotion = ti.xcom_pull(task_ids="promote")
+    dag = ti.task.dag
+    order = [t.task_id for t in dag.topological_sort()]
+    promote = dag.get_task(promote_task_id)
+    before = promote.get_flat_relative_ids(upstream=True) | {promote_task_id}
+    after = set(ti.task.upstream_task_ids) - before
+    promotion = ti.xcom_pull(task_ids=promote_task_id)
     if not promotion:
-        return f"nothing to roll back, production is unchanged. {_recorded_reasons(ti, BEFORE_ALIAS_MOVE)}"
-    reason = _recorded_reasons(ti, AFTER_ALIAS_MOVE)
+        reasons = recorded_reasons(ti, [t for t in order if t in before])
+        return f"nothing to roll back, production is unchanged. {reasons}"
+    reason = recorded_reasons(ti, [t for t in order if t in after])
     outcome = rollback(promotion, reason)
     return (f"version {promotion['version']} was rolled back; production is "
             f"{promotion['previous_version']} again ({outcome['server']}). Reason: {reason}")
