@@ -1,4 +1,4 @@
-"""Reading the prediction log the model server writes (the inference log contract).
+"""Reading the prediction log the model server writes (its contract: `serving.inference_log`).
 
     <storage>/inference/version=<model_version>/<utc-stamp>-<uuid8>.parquet
 
@@ -16,16 +16,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import storage
+from features.names import LABEL
 from monitoring import state
+from serving.inference_log import FILE_SUFFIX, version_url
 
 if TYPE_CHECKING:
     import pandas as pd
 
 IGNORED_SUFFIXES = (".tmp", ".part")
-
-
-def version_url(version: str) -> str:
-    return storage.get().url("inference", f"version={version}")
 
 
 def _modified(info: dict) -> datetime | None:
@@ -43,7 +41,7 @@ def log_files(version: str) -> list[dict]:
     out = []
     for info in storage.get().list_files(version_url(version)):
         name = posixpath.basename(info["url"])
-        if name.startswith((".", "_")) or name.endswith(IGNORED_SUFFIXES) or not name.endswith(".parquet"):
+        if name.startswith((".", "_")) or name.endswith(IGNORED_SUFFIXES) or not name.endswith(FILE_SUFFIX):
             continue
         out.append({"url": info["url"], "name": name, "modified": _modified(info)})
     return out
@@ -102,14 +100,14 @@ def attach_labels(rows: "pd.DataFrame") -> "pd.DataFrame":
     """The served rows with `is_late` from the labelled flights table (NaN until the label arrives)."""
     import pyarrow.dataset as ds
 
-    from features.store import FLIGHTS_TABLE, read_table
+    from features.store import FLIGHTS_TABLE, read_offline_table
 
     out = rows.copy()
     ids = out["flight_id"].dropna().astype(str).unique().tolist() if "flight_id" in out else []
-    labels = read_table(FLIGHTS_TABLE, filters=ds.field("flight_id").isin(ids)) if ids else None
+    labels = read_offline_table(FLIGHTS_TABLE, filters=ds.field("flight_id").isin(ids)) if ids else None
     if labels is None or labels.empty:
-        out["is_late"] = float("nan")
+        out[LABEL] = float("nan")
         return out
-    known = labels.drop_duplicates("flight_id", keep="last").set_index("flight_id")["is_late"]
-    out["is_late"] = out["flight_id"].astype(str).map(known).astype("float64")
+    known = labels.drop_duplicates("flight_id", keep="last").set_index("flight_id")[LABEL]
+    out[LABEL] = out["flight_id"].astype(str).map(known).astype("float64")
     return out

@@ -27,22 +27,12 @@ PROGRESS_WIDTH = 30
 
 
 def request_payload(flight) -> dict:
-    """The /predict body for one flight (a row of the monthly sample): the booking fields only.
+    """The /predict body for one flight (a row of the monthly sample): the booking fields only."""
+    from serving.client import predict_body
 
-    Matches the model server's request schema (`sched_dep_ts` ISO 8601 with offset; unknown
-    fields are rejected there), and is the one place to change if that schema moves.
-    """
-    sched = flight.time_hour + timedelta(minutes=int(flight.minute))
-    tailnum = flight.tailnum if isinstance(flight.tailnum, str) and flight.tailnum else None
-    return {
-        "carrier": str(flight.carrier),
-        "flight": int(flight.flight),
-        "tailnum": tailnum,
-        "origin": str(flight.origin),
-        "dest": str(flight.dest),
-        "sched_dep_ts": sched.isoformat(),
-        "distance": float(flight.distance),
-    }
+    return predict_body(carrier=flight.carrier, flight=flight.flight, tailnum=flight.tailnum, origin=flight.origin,
+                        dest=flight.dest, sched_dep_ts=flight.time_hour + timedelta(minutes=int(flight.minute)),
+                        distance=flight.distance)
 
 
 def load_requests(month: str, limit: int | None = None) -> list[dict]:

@@ -1,11 +1,13 @@
-"""A small HTTP client for the model server, used by the serving DAG and the benchmark."""
+"""A small HTTP client for the model server, and the one builder of a `/predict` body.
+
+Used by the serving DAG, the traffic replay and the benchmarks.
+"""
 
 from __future__ import annotations
 
 import time
 
 import httpx
-import pandas as pd
 
 import settings
 
@@ -14,16 +16,26 @@ class ServerError(RuntimeError):
     """The model server answered something other than what was asked for."""
 
 
-def request_payload(flight) -> dict:
-    """A /predict body for one row of the labelled flight table."""
-    tailnum = flight["tailnum"]
+def predict_body(*, carrier, flight, tailnum, origin, dest, sched_dep_ts, distance) -> dict:
+    """A `POST /predict` body (`serving.schemas.FlightRequest`): what a booking system knows.
+
+    `sched_dep_ts` is a timezone-aware datetime (or pandas Timestamp); a missing tail
+    number (None, NaN or empty) is sent as null.
+    """
+    missing_tail = tailnum is None or tailnum != tailnum or not str(tailnum)  # NaN != NaN
     return {
-        "carrier": str(flight["carrier"]), "flight": int(flight["flight"]),
-        "tailnum": None if pd.isna(tailnum) or not str(tailnum) else str(tailnum),
-        "origin": str(flight["origin"]), "dest": str(flight["dest"]),
-        "sched_dep_ts": pd.Timestamp(flight["event_timestamp"]).isoformat(),
-        "distance": float(flight["distance"]),
+        "carrier": str(carrier), "flight": int(flight),
+        "tailnum": None if missing_tail else str(tailnum),
+        "origin": str(origin), "dest": str(dest),
+        "sched_dep_ts": sched_dep_ts.isoformat(),
+        "distance": float(distance),
     }
+
+
+def flight_table_body(row) -> dict:
+    """The `POST /predict` body of one row of the labelled flight table (`features.store.FLIGHTS_TABLE`)."""
+    return predict_body(carrier=row["carrier"], flight=row["flight"], tailnum=row["tailnum"], origin=row["origin"],
+                        dest=row["dest"], sched_dep_ts=row["event_timestamp"], distance=row["distance"])
 
 
 class ServerClient:

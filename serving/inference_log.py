@@ -1,5 +1,9 @@
 """The inference log: every answered prediction, written in batches for monitoring.
 
+This module owns the log's contract (monitoring reads it through `version_url`,
+`COLUMNS` and `FILE_SUFFIX`); it imports pandas only to write, so the monitoring
+trigger can use the layout without it.
+
 Requests only append a row to an in-memory buffer (a list append under a lock); a
 background thread writes the buffer as parquet when it holds `flush_rows` rows or
 `flush_seconds` have passed, one file per model version:
@@ -18,21 +22,39 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 import storage
-from features.compute import MODEL_FEATURES
+from features.names import MODEL_FEATURES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
+INFERENCE_DIR = "inference"
+FILE_SUFFIX = ".parquet"
 _TS = "datetime64[us, UTC]"
 KEY_COLUMNS = ["request_id", "request_time", "model_name", "model_version", "carrier", "flight", "tailnum",
                "origin", "dest", "route", "sched_dep_ts", "flight_id"]
-COLUMNS = KEY_COLUMNS + MODEL_FEATURES + ["probability", "prediction", "latency_ms"]
+PROBABILITY, PREDICTION = "probability", "prediction"  # the model's output, and the decision at its threshold
+COLUMNS = KEY_COLUMNS + MODEL_FEATURES + [PROBABILITY, PREDICTION, "latency_ms"]
 
 
-def to_frame(rows: list[dict]) -> pd.DataFrame:
+def version_url(version: str, store: storage.Storage | None = None) -> str:
+    """The folder of one model version's log files: `<storage>/inference/version=<v>`."""
+    return (store or storage.get()).url(INFERENCE_DIR, f"version={version}")
+
+
+def file_name(written_at: datetime) -> str:
+    """`<UTC stamp>-<uuid8>.parquet`: name order is write order, names never collide."""
+    return f"{written_at.astimezone(timezone.utc):%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:8]}{FILE_SUFFIX}"
+
+
+def to_frame(rows: list[dict]) -> "pd.DataFrame":
     """Rows -> the contract's columns and types."""
+    import pandas as pd
+
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("request_time", "sched_dep_ts"):
         df[col] = pd.to_datetime(df[col], utc=True).astype(_TS)
@@ -40,8 +62,8 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
                 "tailnum"):
         df[col] = df[col].astype("string")
     df["flight"] = df["flight"].astype("int64")
-    df["prediction"] = df["prediction"].astype("int64")
-    for col in [*MODEL_FEATURES, "probability", "latency_ms"]:
+    df[PREDICTION] = df[PREDICTION].astype("int64")
+    for col in [*MODEL_FEATURES, PROBABILITY, "latency_ms"]:
         df[col] = df[col].astype("float64")
     return df
 
@@ -124,8 +146,7 @@ class InferenceLog:
                 last = time.monotonic()
 
     def _write(self, version: str, rows: list[dict]) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        url = self.store.url("inference", f"version={version}", f"{stamp}-{uuid.uuid4().hex[:8]}.parquet")
+        url = f"{version_url(version, self.store)}/{file_name(datetime.now(timezone.utc))}"
         self.store.write_parquet(url, to_frame(rows))
         self.files_written += 1
         self.rows_written += len(rows)

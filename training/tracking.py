@@ -18,8 +18,12 @@ import settings
 log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "model"
+# Monitoring's reference, a run artifact (monitoring reads it through these names):
+# a sample of the training rows with MODEL_FEATURES, the label and the model's output.
 REFERENCE_DIR = "reference"
 REFERENCE_FILE = "reference.parquet"
+REFERENCE_ARTIFACT = f"{REFERENCE_DIR}/{REFERENCE_FILE}"
+REFERENCE_PREDICTION = "probability"  # the model's probability of a late arrival
 REFERENCE_ROWS = 5_000
 
 

@@ -8,9 +8,7 @@ weather has drifted, is ingested once into a store of its own.
 
 from __future__ import annotations
 
-import importlib
 import shutil
-import sys
 import tempfile
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -18,41 +16,38 @@ from pathlib import Path
 
 import pandas as pd
 
-import settings
+import model_registry
+import settings  # noqa: F401
+from model_registry import Tag
+from serving.inference_log import FILE_SUFFIX, version_url
+from support import reload_settings  # noqa: F401  (the monitoring tests import it from here)
+from training.tracking import REFERENCE_DIR, REFERENCE_FILE
 
 ENTITY_COLUMNS = ["flight_id", "carrier", "flight", "tailnum", "origin", "dest", "route", "event_timestamp",
                   "distance", "dep_hour", "dep_dow", "is_late"]
 
 
-def reload_settings() -> settings.Settings:
-    """As tests/conftest.py does (a second conftest cannot import the first): settings, then the Feast repo."""
-    settings.get.cache_clear()
-    if "features.repo" in sys.modules:
-        importlib.reload(sys.modules["features.repo"])
-    return settings.get()
-
-
 def historical_rows(n: int, seed: int) -> pd.DataFrame:
     """`n` labelled flights of the current store with their point-in-time Feast features."""
-    from features import store
+    from features import names, store
 
-    flights = store.read_table(store.FLIGHTS_TABLE)
+    flights = store.read_offline_table(store.FLIGHTS_TABLE)
     entities = flights.sample(n=min(n, len(flights)), random_state=seed)[ENTITY_COLUMNS].copy()
     entities["tailnum"] = entities["tailnum"].fillna("").astype(str)
     fs = store.feature_store(apply=True)
-    service = fs.get_feature_service("flight_delay_v1")
+    service = fs.get_feature_service(names.FEATURE_SERVICE)
     out = fs.get_historical_features(entity_df=entities, features=service).to_df()
     return out.sort_values(["event_timestamp", "flight_id"]).reset_index(drop=True)
 
 
 def ingest_month_elsewhere(month: str, samples_dir: Path, home: Path) -> None:
-    from features import build, ingest, samples
+    from features import ingest, samples, tasks
 
     (home / "samples").mkdir(parents=True)
     for kind in ("flights", "weather"):
         shutil.copy(samples_dir / f"{kind}_{month}.parquet", home / "samples")
     batch = ingest.Batch(f"monitoring-{month}").ingest(samples.drop(month))
-    build.write_features(batch)
+    tasks.write_features(batch)
 
 
 def reference_sample(rows: pd.DataFrame) -> pd.DataFrame:
@@ -104,15 +99,15 @@ def write_log(rows: pd.DataFrame, model_name: str, version: str, per_file: int =
     for i in range(0, len(logged), per_file):
         chunk = logged.iloc[i:i + per_file]
         stamp = (start + timedelta(seconds=i)).strftime("%Y%m%dT%H%M%S%fZ")
-        url = store.url("inference", f"version={version}", f"{stamp}-{uuid.uuid4().hex[:8]}.parquet")
+        url = f"{version_url(version, store)}/{stamp}-{uuid.uuid4().hex[:8]}{FILE_SUFFIX}"
         store.write_parquet(url, chunk)
         urls.append(url)
     return urls
 
 
 def register_version(model_name: str, reference: pd.DataFrame, metrics: dict[str, float],
-                     threshold: float = 0.3, alias: str | None = "production") -> str:
-    """A model version whose run holds `reference/reference.parquet` and test metrics (the model contract)."""
+                     threshold: float = 0.3, alias: str | None = model_registry.PRODUCTION) -> str:
+    """A model version whose run holds the training reference and test metrics (the model contract)."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -121,15 +116,15 @@ def register_version(model_name: str, reference: pd.DataFrame, metrics: dict[str
     mlflow.set_experiment("monitoring-tests")
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_metrics(metrics)
-        path = Path(tmp) / "reference.parquet"
+        path = Path(tmp) / REFERENCE_FILE
         reference.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path="reference")
+        mlflow.log_artifact(str(path), artifact_path=REFERENCE_DIR)
     try:
         client.create_registered_model(model_name)
     except MlflowException:
         pass  # already registered by an earlier call
     mv = client.create_model_version(model_name, source=f"runs:/{run.info.run_id}/reference",
-                                     run_id=run.info.run_id, tags={"decision_threshold": str(threshold)})
+                                     run_id=run.info.run_id, tags={Tag.DECISION_THRESHOLD: str(threshold)})
     if alias:
         client.set_registered_model_alias(model_name, alias, mv.version)
     return str(mv.version)
