@@ -34,7 +34,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.serving_bench import free_port
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -66,13 +66,13 @@ class InProcess:
     def __init__(self):
         import settings
         import storage
-        from features import build, ingest, samples
-        from serving import deploy
-        from training import candidates, events, steps
+        from features import ingest, samples, tasks
+        from serving import tasks as serving_tasks
+        from training import candidates, events, tasks as training_tasks
 
         self.cfg, self.store = settings.get(), storage.get()
-        self.build, self.ingest, self.samples = build, ingest, samples
-        self.deploy, self.events, self.steps, self.families = deploy, events, steps, candidates.FAMILIES
+        self.tasks, self.ingest, self.samples = tasks, ingest, samples
+        self.serving_tasks, self.events, self.training_tasks, self.families = serving_tasks, events, training_tasks, candidates.FAMILIES
 
     def stage_in(self, month: str) -> list[str]:
         """The month's files copied where no sensor looks (not timed: the data is 'in memory')."""
@@ -86,16 +86,15 @@ class InProcess:
 
     def warm_up(self) -> None:
         """First calls that only a cold process pays: stores opened, models loaded once."""
-        from serving import registry
+        import model_registry
 
-        production = registry.alias_version(registry.client(self.cfg.mlflow_tracking_uri), self.cfg.model_name,
-                                            registry.PRODUCTION)
-        self.deploy.validate(production)
-        self.deploy.smoke_test(production)
+        production = model_registry.production_version(self.cfg.mlflow_tracking_uri, self.cfg.model_name)
+        self.serving_tasks.validate(production)
+        self.serving_tasks.smoke_test(production)
         trigger = self.events.read_trigger({}, None)
-        dataset = self.steps.build_training_set(f"bench-warmup-{time.time_ns()}", trigger)
+        dataset = self.training_tasks.build_training_set(f"bench-warmup-{time.time_ns()}", trigger)
         for family in self.families:
-            self.steps.train_candidate(family, dataset, trigger)
+            self.training_tasks.train_candidate(family, dataset, trigger)
 
     def run(self, month: str) -> dict:
         from types import SimpleNamespace
@@ -116,22 +115,22 @@ class InProcess:
         key = f"bench-min-{month}-{time.time_ns()}"
         t0 = time.perf_counter()
         batch = timed("ingest", self.ingest.Batch(key).ingest, urls)
-        written = timed("write_features", self.build.write_features, batch)
-        timed("materialize", self.build.materialize_written, written)
-        event = SimpleNamespace(id=None, timestamp=datetime.now(timezone.utc), extra=self.build.lineage(batch))
+        written = timed("write_features", self.tasks.write_features, batch)
+        extra = timed("materialize", self.tasks.publish, batch, written)
+        event = SimpleNamespace(id=None, timestamp=datetime.now(timezone.utc), extra=extra)
         trigger = timed("read_trigger", self.events.read_trigger, {feature_table: [event]}, None)
-        dataset = timed("build_training_set", self.steps.build_training_set, key, trigger)
-        trained = [timed("train_candidates", self.steps.train_candidate, f, dataset, trigger) for f in self.families]
-        decision = timed("gate", self.steps.gate, trained, dataset, trigger)
-        registered = timed("register", self.steps.register, decision, dataset, trigger)
-        version, _why = timed("choose_version", self.deploy.choose_version, [registered])
-        validation = timed("validate", self.deploy.validate, version)
-        promotion = timed("promote", self.deploy.promote, version)
-        timed("reload_server", self.deploy.reload_server, version)
+        dataset = timed("build_training_set", self.training_tasks.build_training_set, key, trigger)
+        trained = [timed("train_candidates", self.training_tasks.train_candidate, f, dataset, trigger) for f in self.families]
+        decision = timed("gate", self.training_tasks.gate, trained, dataset, trigger)
+        registered = timed("register", self.training_tasks.register, decision, dataset, trigger)
+        version, _why = timed("choose_version", self.serving_tasks.choose_version, [registered])
+        validation = timed("validate", self.serving_tasks.validate, version)
+        promotion = timed("promote", self.serving_tasks.promote, version)
+        timed("reload_server", self.serving_tasks.reload_server, version)
         seen = timed("server_version", lambda: httpx.get(f"{self.cfg.model_server_url}/version").json()["version"])
         assert str(seen) == str(version), (seen, version)
-        smoke = timed("smoke_test", self.deploy.smoke_test, version)
-        timed("publish", self.deploy.deployed_extra, promotion, validation, smoke)
+        smoke = timed("smoke_test", self.serving_tasks.smoke_test, version)
+        timed("publish", self.serving_tasks.publish, promotion, validation, smoke)
         return {"month": month, "version": version, "t_min": time.perf_counter() - t0, "stages": stages,
                 "rows": batch["rows_in"]}
 

@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,24 +31,24 @@ import json, sys, time
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 import settings
-from features import build, compute, ingest, samples, store
+from features import compute, ingest, names, samples, store, tasks
 from monitoring import report
 
 sizes, uncapped_up_to = json.loads(sys.argv[1]), int(sys.argv[2])
 cfg = settings.get()
 samples.export()
 batch = ingest.Batch("bench-drift").ingest([u for m in ("2013-01", "2013-02", "2013-07") for u in samples.drop(m)])
-build.write_features(batch)
+tasks.write_features(batch)
 
 entity_columns = ["flight_id", "carrier", "flight", "tailnum", "origin", "dest", "route", "event_timestamp",
                   "distance", "dep_hour", "dep_dow", "is_late"]
-flights = store.read_table(store.FLIGHTS_TABLE)
+flights = store.read_offline_table(store.FLIGHTS_TABLE)
 month = flights["event_timestamp"].dt.month
 picked = pd.concat([flights[month == m].sample(n=n, random_state=m) for m, n in ((1, 12000), (2, 6000), (7, 6000))])
 entities = picked[entity_columns].copy()
 entities["tailnum"] = entities["tailnum"].fillna("").astype(str)
 fs = store.feature_store(apply=True)
-rows = fs.get_historical_features(entity_df=entities, features=fs.get_feature_service("flight_delay_v1")).to_df()
+rows = fs.get_historical_features(entity_df=entities, features=fs.get_feature_service(names.FEATURE_SERVICE)).to_df()
 rows_month = rows["event_timestamp"].dt.month
 january = rows[rows_month == 1]
 train, reference_rows = january.iloc[:6000], january.iloc[6000:]

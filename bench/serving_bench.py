@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,10 +40,7 @@ FLIGHTS = 500
 
 
 # -- environment ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support import free_port  # noqa: E402  (also used by bench.chain_bench)
 
 
 def use_home(home: Path, mlflow_url: str) -> dict:
@@ -55,24 +50,22 @@ def use_home(home: Path, mlflow_url: str) -> dict:
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])))
     os.environ.clear()
     os.environ.update(env)
-    import settings
+    from tests.support import reload_settings
 
-    settings.get.cache_clear()
-    if "features.repo" in sys.modules:
-        importlib.reload(sys.modules["features.repo"])
+    reload_settings()
     return env
 
 
 def build_features(home: Path) -> None:
     import storage
-    from features import build, ingest, samples
+    from features import ingest, samples, tasks
 
     local = REPO / ".local" / "samples"
     if local.exists():
         shutil.copytree(local, home / "samples", dirs_exist_ok=True)
     for month in MONTHS:
         batch = ingest.Batch(f"bench-{month}", storage.get()).ingest(samples.drop(month))
-        build.materialize_written(build.write_features(batch))
+        tasks.materialize_written(tasks.write_features(batch))
 
 
 def start(argv: list[str], env: dict, log: Path, ready_url: str, timeout: float = 180.0,
@@ -108,25 +101,26 @@ def stop(proc: subprocess.Popen) -> None:
 
 # -- workload --------------------------------------------------------------------------
 def register_model(mlflow_url: str) -> tuple[str, object]:
-    from serving import registry, sample_model
+    import model_registry
+    from tests import sample_model
 
     data = sample_model.split()
     estimator = sample_model.fit(data, max_iter=100)
-    version = sample_model.register(estimator, data, MODEL_NAME, mlflow_url, alias=registry.PRODUCTION,
+    version = sample_model.register(estimator, data, MODEL_NAME, mlflow_url, alias=model_registry.PRODUCTION,
                                     pyfunc_predict_fn="predict_proba")
     return version, data
 
 
 def workload(version: str) -> tuple[list[dict], list[list], tuple]:
     """Request bodies for /predict, the same flights' feature rows for /invocations, and their frames."""
-    from serving.client import request_payload
-    from serving.deploy import smoke_flights
+    from serving.client import flight_table_body
+    from serving.tasks import smoke_flights
     from serving.frame import model_input
     from serving.online import OnlineFeatures
     from serving.schemas import FlightRequest
 
     flights = smoke_flights(version, count=FLIGHTS)
-    payloads = [request_payload(row) for _, row in flights.iterrows()]
+    payloads = [flight_table_body(row) for _, row in flights.iterrows()]
     requests = [FlightRequest.model_validate(p) for p in payloads]
     online = OnlineFeatures()
     online.refresh()
@@ -194,7 +188,7 @@ def in_process(fn, repeats: int) -> dict:
 
 def in_process_paths(model, online, requests: list, frame, repeats: int) -> dict:
     """The server's request path without HTTP, its parts, and Feast's public lookup for comparison."""
-    from features.repo import FEATURE_SERVICE
+    from features.names import FEATURE_SERVICE
     from serving.frame import model_input
 
     store = online.store

@@ -6,10 +6,8 @@ module reads its settings, so tests never touch the developer's `.local/`.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,31 +24,10 @@ for var in ("MLOPS_STORAGE_URL", "MLOPS_FEAST_REGISTRY", "MLOPS_FEAST_ONLINE_STO
 
 import settings  # noqa: E402  (after MLOPS_HOME is set)
 from ops.stack import airflow_env  # noqa: E402
+from support import free_port, reload_settings, use_home  # noqa: E402,F401  (use_home: for the tests)
 
 # Airflow reads its configuration once, at first import: point it at the session home now.
 os.environ.update(airflow_env(settings.get()))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def reload_settings() -> settings.Settings:
-    """Re-read the environment, and the Feast repo, which reads settings at import."""
-    settings.get.cache_clear()
-    if "features.repo" in sys.modules:
-        importlib.reload(sys.modules["features.repo"])
-    return settings.get()
-
-
-def use_home(monkeypatch: pytest.MonkeyPatch, home: Path, **env: str) -> settings.Settings:
-    """Point settings at `home` (plus any extra variables) for the rest of the test."""
-    monkeypatch.setenv("MLOPS_HOME", str(home))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    return reload_settings()
 
 
 @pytest.fixture
@@ -78,7 +55,7 @@ def samples_dir() -> Path:
 @pytest.fixture(scope="session")
 def feature_data(samples_dir) -> dict:
     """Jan-Mar 2013 ingested into the session home's Feast store, once per session."""
-    from features import build, ingest, samples
+    from features import ingest, samples, tasks
     import storage
 
     summaries = []
@@ -86,7 +63,7 @@ def feature_data(samples_dir) -> dict:
     for i, month in enumerate(("2013-01", "2013-02", "2013-03")):
         urls = samples.drop(month)
         batch = ingest.Batch(f"test-{month}", store).ingest(urls)
-        build.materialize_written(build.write_features(batch))
+        tasks.materialize_written(tasks.write_features(batch))
         summaries.append(batch)
     return {"batches": summaries, "home": settings.get().home}
 

@@ -6,7 +6,7 @@ import pytest
 
 import storage
 from features.landing import candidate_files
-from tests.conftest import free_port, use_home
+from support import free_port, use_home
 
 
 @pytest.fixture(scope="module")

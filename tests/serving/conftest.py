@@ -1,6 +1,6 @@
 """Fixtures of the serving tests: small registered model versions and settings pointed at them.
 
-The versions are logged per the model contract by `serving.sample_model` into the
+The versions are logged per the model contract by `tests/sample_model.py` into the
 session's MLflow server, each test module under its own model name, so tests of
 different modules never see each other's aliases.
 """
@@ -16,7 +16,7 @@ from serving_helpers import reload_settings
 @pytest.fixture(scope="session")
 def split(feature_data):
     """Train (sampled) and test (the newest 14 days) model frames from the session's feature store."""
-    from serving import sample_model
+    import sample_model
 
     return sample_model.split()
 
@@ -24,7 +24,7 @@ def split(feature_data):
 @pytest.fixture(scope="session")
 def estimators(split) -> dict:
     """Two different good models (their probabilities differ) and one with the wrong feature count."""
-    from serving import sample_model
+    import sample_model
 
     return {
         "good": sample_model.fit(split, max_iter=40, seed=0),
@@ -60,7 +60,7 @@ def register(mlflow_server, split, estimators):
     Kinds: "good", "other" (a second good model), "wrong_features" (loads, cannot
     predict on the model frame), "raising_pyfunc" (no sklearn flavour).
     """
-    from serving import sample_model
+    import sample_model
 
     def log_version(name: str, kind: str = "good", **options) -> str:
         if kind == "raising_pyfunc":

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
-import socket
-import sys
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 
-import settings
+import settings  # noqa: F401
+from support import free_port, reload_settings  # noqa: F401  (the serving tests import them from here)
 
 FLIGHT = {
     "carrier": "UA", "flight": 1545, "tailnum": "N14228", "origin": "EWR", "dest": "IAH",
     "sched_dep_ts": "2013-03-30T14:15:00Z", "distance": 1400,
 }
 ADMIN = {"Authorization": "Bearer test-admin-token"}
-
-
-def reload_settings() -> settings.Settings:
-    settings.get.cache_clear()
-    if "features.repo" in sys.modules:
-        importlib.reload(sys.modules["features.repo"])
-    return settings.get()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def unique_name(prefix: str) -> str:

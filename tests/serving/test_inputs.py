@@ -17,9 +17,9 @@ STORED = [c for c in MODEL_FEATURES if c not in REQUEST_FEATURES]
 
 @pytest.fixture(scope="module")
 def flights(feature_data) -> pd.DataFrame:
-    from features.store import FLIGHTS_TABLE, read_table
+    from features.store import FLIGHTS_TABLE, read_offline_table
 
-    return read_table(FLIGHTS_TABLE)
+    return read_offline_table(FLIGHTS_TABLE)
 
 
 def test_model_input_equals_model_frame_on_every_flight(flights):
@@ -45,7 +45,7 @@ def test_flight_id_is_the_flight_tables_id(flights):
 
 
 def test_online_lookup_equals_feast_get_online_features(flights):
-    from features.repo import FEATURE_SERVICE
+    from features.names import FEATURE_SERVICE
     from features.store import feature_store
 
     sample = flights.sample(40, random_state=1)
