@@ -107,12 +107,10 @@ def services(cfg: settings.Settings) -> list[Service]:
         Service("airflow-dag-processor", [airflow, "dag-processor"], ""),
         Service("airflow-triggerer", [airflow, "triggerer"], ""),
     ]
-    server_app = REPO_ROOT / "serving" / "app.py"
-    if server_app.exists():
-        out.append(Service("model-server", [
-            sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
-            "--port", str(_port(cfg.model_server_url)), "--no-access-log",
-        ], f"{cfg.model_server_url}/health"))
+    out.append(Service("model-server", [
+        sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
+        "--port", str(_port(cfg.model_server_url)), "--no-access-log",
+    ], f"{cfg.model_server_url}/health"))
     return out
 
 
@@ -323,8 +321,7 @@ def print_urls(cfg: settings.Settings) -> None:
     print(f"Airflow      {cfg.airflow_url}  (user admin, password in {password_file(cfg)})")
     print(f"  Assets     {cfg.airflow_url}/assets")
     print(f"MLflow       {cfg.mlflow_tracking_uri}")
-    if any(s.name == "model-server" for s in services(cfg)):
-        print(f"Model server {cfg.model_server_url}/docs")
+    print(f"Model server {cfg.model_server_url}/docs")
     print(f"Landing zone {cfg.storage_url}/landing   (make drop MONTH=2013-02)")
     print(f"Logs         {cfg.home / 'logs'}")
 

@@ -4,7 +4,7 @@
 about 6 ms here, more than a request's whole latency budget, so the server fills a
 float64 matrix in `MODEL_FEATURES` order and wraps it in one DataFrame (0.1 ms).
 The result must equal what `model_frame` gives for the same flight, so training and
-serving never disagree: tests/serving/test_frame.py checks it on every test flight,
+serving never disagree: tests/serving/test_inputs.py checks it on every test flight,
 daylight-saving changes included.
 """
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-ENTITY_KEYS = ("origin", "tailnum", "carrier", "route")
 _NUMERIC = {"float_val", "double_val", "int32_val", "int64_val", "bool_val"}
 
 
@@ -47,7 +46,7 @@ class OnlineFeatures:
 
             store = feature_store()
         if service_name is None:
-            from features.repo import FEATURE_SERVICE
+            from features.names import FEATURE_SERVICE
 
             service_name = FEATURE_SERVICE
         self.store = store
