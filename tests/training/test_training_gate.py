@@ -55,7 +55,7 @@ def test_lower_is_better_metrics_are_compared_the_right_way_round():
     assert not gate.decide(m(0.7, log_loss=0.45), m(0.7, log_loss=0.40), "log_loss", MARGIN)["register"]
     assert improvement("brier", 0.10, 0.12) == pytest.approx(0.02)
     with pytest.raises(ValueError):
-        improvement("accuracy", 1, 0)
+        improvement("no_such_metric", 1, 0)
 
 
 def test_drift_concerns_the_champion_only_when_the_report_is_about_it():
