@@ -18,6 +18,7 @@ WEATHER_VIEW = "weather_hourly"  # by ORIGIN
 PLANE_VIEW = "plane_attributes"  # by TAILNUM
 CARRIER_VIEW = "carrier_delay_stats"  # by CARRIER
 ROUTE_VIEW = "route_delay_stats"  # by ROUTE
+VIEW_NAMES = (WEATHER_VIEW, PLANE_VIEW, CARRIER_VIEW, ROUTE_VIEW)
 
 WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 PLANE_FEATURES = ["plane_year", "seats", "engines"]

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import storage
-from features.names import MODEL_FEATURES
+from features.names import MODEL_FEATURES, VIEW_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,10 +35,34 @@ log = logging.getLogger(__name__)
 INFERENCE_DIR = "inference"
 FILE_SUFFIX = ".parquet"
 _TS = "datetime64[us, UTC]"
-KEY_COLUMNS = ["request_id", "request_time", "model_name", "model_version", "carrier", "flight", "tailnum",
+AS_OF = "as_of"  # the time the prediction was asked at (the request's, else when it arrived)
+KEY_COLUMNS = ["request_id", "request_time", AS_OF, "model_name", "model_version", "carrier", "flight", "tailnum",
                "origin", "dest", "route", "sched_dep_ts", "flight_id"]
 PROBABILITY, PREDICTION = "probability", "prediction"  # the model's output, and the decision at its threshold
-COLUMNS = KEY_COLUMNS + MODEL_FEATURES + [PROBABILITY, PREDICTION, "latency_ms"]
+
+
+def feature_ts_column(view: str) -> str:
+    """The timestamp of the view's value the online store held (NaT: no row for the entity)."""
+    return f"{view}__feature_ts"
+
+
+def feature_age_column(view: str) -> str:
+    """Seconds from that timestamp to the as-of time (negative: the value was from after it)."""
+    return f"{view}__age_s"
+
+
+FRESHNESS_COLUMNS = [c for v in VIEW_NAMES for c in (feature_ts_column(v), feature_age_column(v))]
+COLUMNS = KEY_COLUMNS + MODEL_FEATURES + [PROBABILITY, PREDICTION, "latency_ms"] + FRESHNESS_COLUMNS
+
+
+def freshness(stamps: dict[str, datetime | None], as_of: datetime) -> dict[str, object]:
+    """The freshness columns of one served row from the online read's per-view timestamps."""
+    out: dict[str, object] = {}
+    for view in VIEW_NAMES:
+        stamp = stamps.get(view)
+        out[feature_ts_column(view)] = stamp
+        out[feature_age_column(view)] = (as_of - stamp).total_seconds() if stamp is not None else None
+    return out
 
 
 def version_url(version: str, store: storage.Storage | None = None) -> str:
@@ -56,14 +80,14 @@ def to_frame(rows: list[dict]) -> "pd.DataFrame":
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("request_time", "sched_dep_ts"):
+    for col in ("request_time", AS_OF, "sched_dep_ts", *(feature_ts_column(v) for v in VIEW_NAMES)):
         df[col] = pd.to_datetime(df[col], utc=True).astype(_TS)
     for col in ("request_id", "model_name", "model_version", "carrier", "origin", "dest", "route", "flight_id",
                 "tailnum"):
         df[col] = df[col].astype("string")
     df["flight"] = df["flight"].astype("int64")
     df[PREDICTION] = df[PREDICTION].astype("int64")
-    for col in [*MODEL_FEATURES, PROBABILITY, "latency_ms"]:
+    for col in [*MODEL_FEATURES, PROBABILITY, "latency_ms", *(feature_age_column(v) for v in VIEW_NAMES)]:
         df[col] = df[col].astype("float64")
     return df
 

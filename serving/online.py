@@ -11,15 +11,23 @@ server, never on the request path.
 
 Unknown entities: an entity key the online store has no row for (or a missing
 tailnum) leaves that view's features NaN, which the model handles as missing, and
-the response names the entity key in `unknown_entities`. Values are the latest
-materialized ones; like `get_online_features` on this store, no TTL is applied.
+the response names the entity key in `unknown_entities`.
+
+As of: a request is answered as of a time (`read`). A view's value counts only if
+its timestamp is at or before the as-of time and not older than the view's TTL,
+exactly the rule of `get_historical_features` that training is built with
+(`training.dataset.with_features`); otherwise the view's features are missing and
+the view is named in `stale`. Every read returns each view's timestamp, so the
+prediction log records how old each value was. `lookup` is the raw read (the
+latest values, no as-of rule), like `get_online_features`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,25 @@ class ViewRead:
     view: object
     join_key: str
     features: tuple[str, ...]
+    ttl: timedelta | None  # None: the values never expire
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+    def counts(self, stamp: datetime, as_of: datetime) -> bool:
+        """The as-of rule: known at or before `as_of`, and not older than the TTL (both ends inclusive)."""
+        return stamp <= as_of and (self.ttl is None or stamp + self.ttl >= as_of)
+
+
+@dataclass
+class OnlineRead:
+    """What one read found, per request row."""
+
+    values: list[dict[str, float | None]]  # feature name -> value (absent: missing)
+    unknown: list[list[str]]  # entity keys the store has no row for
+    stamps: list[dict[str, datetime | None]] = field(default_factory=list)  # view -> its value's timestamp
+    stale: list[list[str]] = field(default_factory=list)  # views whose value broke the as-of rule
 
 
 class FeaturesNotReady(RuntimeError):
@@ -73,33 +100,48 @@ class OnlineFeatures:
             keys = view.entity_columns
             if len(keys) != 1 or keys[0].dtype.to_value_type() != ValueType.STRING:
                 raise FeaturesNotReady(f"view {view.name}: serving reads views with one string join key")
-            plan.append(ViewRead(view, keys[0].name, tuple(f.name for f in projection.features)))
+            ttl = view.ttl if view.ttl else None  # Feast: a TTL of 0 means no expiry
+            plan.append(ViewRead(view, keys[0].name, tuple(f.name for f in projection.features), ttl))
         summary = [(r.view.name, r.join_key, r.features) for r in plan]
         if summary != [(r.view.name, r.join_key, r.features) for r in self._plan or ()]:
             log.info("online feature plan: %s", summary)
         self._plan = tuple(plan)
 
+    @property
+    def views(self) -> tuple[ViewRead, ...]:
+        if self._plan is None:
+            raise FeaturesNotReady(f"feature service {self.service_name!r} is not in the Feast registry yet")
+        return self._plan
+
     def lookup(
         self, entity_rows: Sequence[Mapping[str, str | None]]
     ) -> tuple[list[dict[str, float | None]], list[list[str]]]:
-        """Feature values per row, and per row the entity keys the online store does not know."""
-        plan = self._plan
-        if plan is None:
-            raise FeaturesNotReady(f"feature service {self.service_name!r} is not in the Feast registry yet")
-        values: list[dict[str, float | None]] = [{} for _ in entity_rows]
-        unknown: list[list[str]] = [[] for _ in entity_rows]
+        """The latest values per row (no as-of rule), and per row the entity keys the store does not know."""
+        found = self.read(entity_rows, None)
+        return found.values, found.unknown
+
+    def read(self, entity_rows: Sequence[Mapping[str, str | None]],
+             as_of: Sequence[datetime] | None) -> OnlineRead:
+        """Feature values per row as of its time (`as_of[i]`, timezone-aware; None: the latest values)."""
+        plan = self.views
+        out = OnlineRead([{} for _ in entity_rows], [[] for _ in entity_rows], [{} for _ in entity_rows],
+                         [[] for _ in entity_rows])
         for read in plan:
             found = self._read_view(read, {row.get(read.join_key) for row in entity_rows} - {None, ""})
             for i, row in enumerate(entity_rows):
-                stored = found.get(row.get(read.join_key))
+                stamp, stored = found.get(row.get(read.join_key), (None, None))
+                out.stamps[i][read.name] = stamp
                 if stored is None:
-                    unknown[i].append(read.join_key)
+                    out.unknown[i].append(read.join_key)
+                    continue
+                if as_of is not None and not read.counts(stamp, as_of[i]):
+                    out.stale[i].append(read.name)
                     continue
                 for name in read.features:
-                    values[i][name] = _number(stored.get(name))
-        return values, unknown
+                    out.values[i][name] = _number(stored.get(name))
+        return out
 
-    def _read_view(self, read: ViewRead, keys: set[str]) -> dict[str, dict]:
+    def _read_view(self, read: ViewRead, keys: set[str]) -> dict[str, tuple[datetime, dict]]:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
@@ -108,7 +150,7 @@ class OnlineFeatures:
         ordered = sorted(keys)
         protos = [EntityKey(join_keys=[read.join_key], entity_values=[Value(string_val=k)]) for k in ordered]
         rows = self.store._get_provider().online_read(self.store.config, read.view, protos, list(read.features))
-        return {key: stored for key, (_, stored) in zip(ordered, rows) if stored}
+        return {key: (stamp, stored) for key, (stamp, stored) in zip(ordered, rows) if stored}
 
 
 def _number(value) -> float | None:

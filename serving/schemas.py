@@ -39,6 +39,12 @@ class FlightRequest(BaseModel):
     sched_dep_ts: AwareDatetime = Field(description="Scheduled departure, ISO 8601 with a UTC offset")
     distance: float = Field(gt=0, le=20_000, description="Great-circle distance in miles")
     request_id: str | None = Field(default=None, max_length=64, description="Optional id echoed and logged")
+    as_of: AwareDatetime | None = Field(
+        default=None,
+        description="The time the prediction is asked at (ISO 8601 with a UTC offset); features count only if "
+                    "known by then and not older than their view's TTL. Default: when the request arrives. "
+                    "A replay sends its simulated clock.",
+    )
 
     @field_validator("carrier", "tailnum", "origin", "dest", mode="before")
     @classmethod
@@ -67,6 +73,11 @@ class Prediction(BaseModel):
     model_version: str
     unknown_entities: list[str] = Field(
         description="Entity keys with no row in the online store; their features were treated as missing"
+    )
+    stale_views: list[str] = Field(
+        default_factory=list,
+        description="Feature views whose value was not known at the as-of time or older than the view's TTL; "
+                    "their features were treated as missing",
     )
 
 

@@ -21,7 +21,7 @@ import model_registry
 import settings
 from features.compute import MODEL_FEATURES
 from serving.frame import flight_id, model_input
-from serving.inference_log import PREDICTION, PROBABILITY, InferenceLog
+from serving.inference_log import AS_OF, PREDICTION, PROBABILITY, InferenceLog, freshness
 from serving.model import LoadedModel, LoadFailed, load_version
 from serving.online import OnlineFeatures
 from serving.schemas import FlightRequest, Prediction, ReloadResult
@@ -126,37 +126,43 @@ class ModelService:
         model, online = self.model, self.online
         if model is None or online is None or not online.ready:
             raise NotReady(self.not_ready_reason() or "not ready")
-        values, unknown = online.lookup([r.entity_row() for r in requests])
-        frame = model_input(requests, values)
+        as_of = [r.as_of or received for r in requests]
+        found = online.read([r.entity_row() for r in requests], as_of)
+        frame = model_input(requests, found.values)
         probabilities = model.probabilities(frame)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        answers = [self._answer(model, r, float(p), u) for r, p, u in zip(requests, probabilities, unknown)]
-        self.inference_log.append(_log_rows(model, requests, answers, frame.to_numpy().tolist(),
-                                             received, latency_ms))
+        answers = [self._answer(model, r, float(p), u, stale)
+                   for r, p, u, stale in zip(requests, probabilities, found.unknown, found.stale)]
+        self.inference_log.append(_log_rows(model, requests, answers, frame.to_numpy().tolist(), found.stamps,
+                                            as_of, received, latency_ms))
         return model, answers
 
     @staticmethod
-    def _answer(model: LoadedModel, request: FlightRequest, probability: float, unknown: list[str]) -> Prediction:
+    def _answer(model: LoadedModel, request: FlightRequest, probability: float, unknown: list[str],
+                stale: list[str]) -> Prediction:
         late = probability >= model.threshold
         return Prediction(
             request_id=request.request_id or uuid.uuid4().hex,
             flight_id=flight_id(request.carrier, request.flight, request.origin, request.sched_dep_ts),
             probability=probability, prediction=int(late), decision="late" if late else "on_time",
             threshold=model.threshold, model_name=model.name, model_version=model.version, unknown_entities=unknown,
+            stale_views=stale,
         )
 
 
 def _log_rows(model: LoadedModel, requests: list[FlightRequest], answers: list[Prediction],
-              features: list[list[float]], received: datetime, latency_ms: float) -> list[dict]:
+              features: list[list[float]], stamps: list[dict], as_of: list[datetime], received: datetime,
+              latency_ms: float) -> list[dict]:
     rows = []
-    for request, answer, values in zip(requests, answers, features):
+    for request, answer, values, view_stamps, asked in zip(requests, answers, features, stamps, as_of):
         row = {
-            "request_id": answer.request_id, "request_time": received, "model_name": model.name,
+            "request_id": answer.request_id, "request_time": received, AS_OF: asked, "model_name": model.name,
             "model_version": model.version, "carrier": request.carrier, "flight": request.flight,
             "tailnum": request.tailnum, "origin": request.origin, "dest": request.dest, "route": request.route,
             "sched_dep_ts": request.sched_dep_ts, "flight_id": answer.flight_id,
             PROBABILITY: answer.probability, PREDICTION: answer.prediction, "latency_ms": latency_ms,
         }
         row.update(zip(MODEL_FEATURES, values))
+        row.update(freshness(view_stamps, asked))
         rows.append(row)
     return rows

@@ -13,6 +13,9 @@ from support import free_port, reload_settings  # noqa: F401  (the serving tests
 FLIGHT = {
     "carrier": "UA", "flight": 1545, "tailnum": "N14228", "origin": "EWR", "dest": "IAH",
     "sched_dep_ts": "2013-03-30T14:15:00Z", "distance": 1400,
+    # The session's online store holds Jan-Mar's last values: EWR's last weather hour was observed at
+    # 03:51Z on April 1, so it is fresh (3 h TTL) as of 05:00Z; asked "now", it would be years old.
+    "as_of": "2013-04-01T05:00:00Z",
 }
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 

@@ -61,7 +61,13 @@ def test_predict_answers_with_probability_decision_and_version(serve, versions):
 
 
 def test_predict_equals_the_model_on_feasts_own_online_features(serve, versions, estimators):
-    """End to end the server gives what training's functions and Feast's public API give."""
+    """End to end the server gives what training's functions and Feast's public API give, as of the request.
+
+    Feast's `get_online_features` returns the latest values with their timestamps; the
+    as-of rule (known by `as_of`, not older than the view's TTL) is applied here
+    independently of the server's own code.
+    """
+    from features import repo
     from features.compute import model_frame, request_features
     from features.names import FEATURE_SERVICE
     from features.store import feature_store
@@ -69,16 +75,28 @@ def test_predict_equals_the_model_on_feasts_own_online_features(serve, versions,
     serve(versions["v1"])
     with app_client() as client:
         wait_serving(client, versions["v1"])
-        served = client.post("/predict", json=FLIGHT).json()["probability"]
+        answer = client.post("/predict", json=FLIGHT).json()
 
     store = feature_store()
     online = store.get_online_features(
         features=store.get_feature_service(FEATURE_SERVICE),
         entity_rows=[{"origin": "EWR", "tailnum": "N14228", "carrier": "UA", "route": "EWR-IAH"}],
-    ).to_df()
+    ).to_dict(include_event_timestamps=True)
+    as_of = pd.Timestamp(FLIGHT["as_of"]).timestamp()
+    stale = []
+    for view in repo.FEATURE_VIEWS:
+        ttl = view.ttl.total_seconds() or float("inf")
+        for feature in view.features:
+            stamp = online[f"{feature.name}__ts"][0]
+            if not stamp <= as_of <= stamp + ttl:
+                online[feature.name] = [None]
+                stale.append(view.name)
     request = request_features(pd.Series([pd.Timestamp(FLIGHT["sched_dep_ts"])]), pd.Series([FLIGHT["distance"]]))
-    frame = model_frame(pd.concat([online, request], axis=1))
-    assert served == pytest.approx(estimators["good"].predict_proba(frame)[0, 1], abs=1e-12)
+    frame = model_frame(pd.concat([pd.DataFrame({k: v for k, v in online.items() if not k.endswith("__ts")}),
+                                   request], axis=1))
+    assert sorted(answer["stale_views"]) == sorted(set(stale))
+    assert "weather_hourly" not in stale  # observed at 03:51Z, within its 3 h TTL as of 05:00Z
+    assert answer["probability"] == pytest.approx(estimators["good"].predict_proba(frame)[0, 1], abs=1e-12)
 
 
 def test_batch_predict_answers_in_order_with_one_model(serve, versions):
