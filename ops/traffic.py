@@ -27,12 +27,13 @@ PROGRESS_WIDTH = 30
 
 
 def request_payload(flight) -> dict:
-    """The /predict body for one flight (a row of the monthly sample): the booking fields only."""
+    """The /predict body for one flight (a row of the monthly sample), asked PREDICTION_LEAD before departure."""
+    from features.compute import PREDICTION_LEAD
     from serving.client import predict_body
 
+    sched = flight.time_hour + timedelta(minutes=int(flight.minute))
     return predict_body(carrier=flight.carrier, flight=flight.flight, tailnum=flight.tailnum, origin=flight.origin,
-                        dest=flight.dest, sched_dep_ts=flight.time_hour + timedelta(minutes=int(flight.minute)),
-                        distance=flight.distance)
+                        dest=flight.dest, sched_dep_ts=sched, distance=flight.distance, as_of=sched - PREDICTION_LEAD)
 
 
 def load_requests(month: str, limit: int | None = None) -> list[dict]:

@@ -16,26 +16,33 @@ class ServerError(RuntimeError):
     """The model server answered something other than what was asked for."""
 
 
-def predict_body(*, carrier, flight, tailnum, origin, dest, sched_dep_ts, distance) -> dict:
+def predict_body(*, carrier, flight, tailnum, origin, dest, sched_dep_ts, distance, as_of=None) -> dict:
     """A `POST /predict` body (`serving.schemas.FlightRequest`): what a booking system knows.
 
-    `sched_dep_ts` is a timezone-aware datetime (or pandas Timestamp); a missing tail
-    number (None, NaN or empty) is sent as null.
+    `sched_dep_ts` and `as_of` are timezone-aware datetimes (or pandas Timestamps); a
+    missing tail number (None, NaN, pandas' NA or empty) is sent as null. Without `as_of` the
+    server answers as of the request's arrival.
     """
-    missing_tail = tailnum is None or tailnum != tailnum or not str(tailnum)  # NaN != NaN
-    return {
+    import pandas as pd
+
+    missing_tail = tailnum is None or pd.isna(tailnum) or not str(tailnum)
+    body = {
         "carrier": str(carrier), "flight": int(flight),
         "tailnum": None if missing_tail else str(tailnum),
         "origin": str(origin), "dest": str(dest),
         "sched_dep_ts": sched_dep_ts.isoformat(),
         "distance": float(distance),
     }
+    if as_of is not None:
+        body["as_of"] = as_of.isoformat()
+    return body
 
 
-def flight_table_body(row) -> dict:
+def flight_table_body(row, as_of=None) -> dict:
     """The `POST /predict` body of one row of the labelled flight table (`features.store.FLIGHTS_TABLE`)."""
     return predict_body(carrier=row["carrier"], flight=row["flight"], tailnum=row["tailnum"], origin=row["origin"],
-                        dest=row["dest"], sched_dep_ts=row["event_timestamp"], distance=row["distance"])
+                        dest=row["dest"], sched_dep_ts=row["event_timestamp"], distance=row["distance"],
+                        as_of=as_of)
 
 
 class ServerClient:

@@ -142,7 +142,10 @@ def smoke_test(version: str, cfg: settings.Settings | None = None, payloads: lis
     """Single and batch predictions on the running server; all must answer with `version`."""
     cfg = cfg or settings.get()
     if payloads is None:
-        payloads = [flight_table_body(row) for _, row in smoke_flights(version, cfg).iterrows()]
+        from features.compute import PREDICTION_LEAD
+
+        payloads = [flight_table_body(row, as_of=row["event_timestamp"] - PREDICTION_LEAD)
+                    for _, row in smoke_flights(version, cfg).iterrows()]
     if not payloads:
         raise DeployFailed("no flights to smoke-test with")
     server = ServerClient(cfg.model_server_url)

@@ -64,6 +64,7 @@ def test_request_payload_is_the_booking_fields_of_one_flight():
     assert traffic.request_payload(row) == {
         "carrier": "UA", "flight": 1545, "tailnum": "N14228", "origin": "EWR", "dest": "IAH",
         "sched_dep_ts": "2013-07-01T09:15:00+00:00", "distance": 1400.0,
+        "as_of": "2013-07-01T08:15:00+00:00",  # PREDICTION_LEAD before departure, as training joins it
     }
     assert traffic.request_payload(next(no_tail.itertuples(index=False)))["tailnum"] is None
 
