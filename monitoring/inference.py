@@ -82,6 +82,19 @@ def read_window(urls: list[str]) -> "pd.DataFrame":
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def since_baseline(rows: "pd.DataFrame", model_name: str, version: str) -> "pd.DataFrame":
+    """The rows requested at or after the version's baseline (its deployment), by each row's request time.
+
+    A log file can hold rows from before the deployment (validation and smoke requests
+    flushed with the first traffic): the file filter of `new_files` cannot drop them.
+    """
+    baseline = state.load_baseline(model_name, version)
+    if baseline is None or rows.empty or "request_time" not in rows:
+        return rows
+    since = datetime.fromisoformat(baseline["deployed_at"])
+    return rows[request_times(rows) >= since].reset_index(drop=True)
+
+
 def window_id(urls: list[str], times: "pd.Series | None" = None) -> str:
     """`<first request>-<last request>-<hash of the files>`: sorts by time, same files -> same id."""
     digest = hashlib.sha1("\n".join(sorted(posixpath.basename(u) for u in urls)).encode()).hexdigest()[:6]

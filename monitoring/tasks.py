@@ -47,7 +47,7 @@ def report_window(traffic: dict, cfg: settings.Settings | None = None, last_atte
     version, urls = str(traffic["version"]), list(traffic["files"])
     window = {"id": inference.window_id(urls), "files": sorted(posixpath.basename(u) for u in urls)}
     try:
-        rows = inference.attach_labels(inference.read_window(urls))
+        rows = inference.attach_labels(inference.since_baseline(inference.read_window(urls), cfg.model_name, version))
         window = _window(rows, urls)
         log.info("window %s: %d rows of %s v%s in %d file(s), %d labelled", window["id"], len(rows),
                  cfg.model_name, version, len(urls), int(rows["is_late"].notna().sum()))

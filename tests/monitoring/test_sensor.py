@@ -49,6 +49,17 @@ def test_new_files_skip_reported_unfinished_and_pre_baseline_files(monitor_env, 
     assert inference.new_files(name, "4", {}) == [(fresh, 250)]
 
 
+def test_rows_requested_before_the_baseline_are_not_traffic_even_in_a_later_file(monitor_env, served):
+    name = monitor_env.model_name
+    deployed = datetime.now(timezone.utc)
+    # 100 rows, one every 20 ms, from a second before the deployment: the first 50 are smoke requests.
+    [url] = write_log(_rows(served, 100), name, "6", per_file=100, start=deployed - timedelta(seconds=1))
+    state.record_baseline(name, "6", deployed)
+    assert inference.new_files(name, "6", {}) == [(url, 100)]  # the file was written after the deployment
+    rows = inference.since_baseline(inference.read_window([url]), name, "6")
+    assert len(rows) == 50 and (rows["request_time"] >= deployed).all()
+
+
 @pytest.mark.integration
 def test_production_version_follows_the_alias(monitor_env, mlflow_uri, served):
     name = monitor_env.model_name
