@@ -20,9 +20,11 @@ def predict_body(*, carrier, flight, tailnum, origin, dest, sched_dep_ts, distan
     """A `POST /predict` body (`serving.schemas.FlightRequest`): what a booking system knows.
 
     `sched_dep_ts` is a timezone-aware datetime (or pandas Timestamp); a missing tail
-    number (None, NaN or empty) is sent as null.
+    number (None, NaN, pandas' NA or empty) is sent as null.
     """
-    missing_tail = tailnum is None or tailnum != tailnum or not str(tailnum)  # NaN != NaN
+    import pandas as pd
+
+    missing_tail = tailnum is None or pd.isna(tailnum) or not str(tailnum)
     return {
         "carrier": str(carrier), "flight": int(flight),
         "tailnum": None if missing_tail else str(tailnum),
