@@ -65,6 +65,7 @@ class Settings:
     inference_flush_rows: int
     inference_flush_seconds: float
     serving_p99_budget_ms: float
+    serving_latency_ratio: float
     serving_metric_tolerance: float
     deploy_timeout_seconds: float
     # -- monitoring
@@ -111,7 +112,8 @@ def load() -> Settings:
         model_poll_seconds=_float("MLOPS_MODEL_POLL_SECONDS", 30.0),
         inference_flush_rows=_int("MLOPS_INFERENCE_FLUSH_ROWS", 1000),
         inference_flush_seconds=_float("MLOPS_INFERENCE_FLUSH_SECONDS", 5.0),
-        serving_p99_budget_ms=_float("MLOPS_SERVING_P99_BUDGET_MS", 50.0),
+        serving_p99_budget_ms=_float("MLOPS_SERVING_P99_BUDGET_MS", 250.0),
+        serving_latency_ratio=_float("MLOPS_SERVING_LATENCY_RATIO", 1.5),
         serving_metric_tolerance=_float("MLOPS_SERVING_METRIC_TOLERANCE", 0.02),
         deploy_timeout_seconds=_float("MLOPS_DEPLOY_TIMEOUT_SECONDS", 120.0),
         monitor_min_rows=_int("MLOPS_MONITOR_MIN_ROWS", 2000),

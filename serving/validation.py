@@ -11,7 +11,11 @@ The version passes when
 - its holdout metrics agree with the `test_*` metrics its run logged, within
   `serving_metric_tolerance` (absolute), for the metrics in `GATED_METRICS` that
   the run logged (at least one must be);
-- the p99 of single-row `predict_proba` is under `serving_p99_budget_ms`.
+- its single-row `predict_proba` is about as fast as production's: both versions are
+  timed interleaved, row by row, in the same process on the same rows, so a busy
+  machine slows both alike; the candidate's p99 must be within `serving_latency_ratio`
+  of production's and under the generous absolute cap `serving_p99_budget_ms` (with no
+  production version, the cap alone).
 """
 
 from __future__ import annotations
@@ -58,17 +62,44 @@ def holdout(test_start: str, test_end: str, as_of: str | None = None) -> tuple[p
     return model_frame(joined), joined[LABEL].to_numpy(dtype="int64")
 
 
+def _p(timings: list[float]) -> dict[str, float]:
+    return {"p50_ms": float(np.percentile(timings, 50)), "p99_ms": float(np.percentile(timings, 99))}
+
+
 def single_row_latency_ms(model, frame: pd.DataFrame, rows: int = LATENCY_ROWS) -> dict[str, float]:
     """p50/p99 of predict_proba on one-row frames (after a short warm-up)."""
+    return side_by_side_latency_ms([model], frame, rows)[0]
+
+
+def side_by_side_latency_ms(models: list, frame: pd.DataFrame, rows: int = LATENCY_ROWS) -> list[dict[str, float]]:
+    """p50/p99 of each model's predict_proba on the same one-row frames, timed interleaved.
+
+    Row by row every model predicts once, in an order that rotates with the row, so
+    whatever else the machine is doing at that moment slows each of them alike.
+    """
     singles = [frame.iloc[[i % len(frame)]] for i in range(rows)]
     for one in singles[:10]:
-        model.probabilities(one)
-    timings = []
-    for one in singles:
-        t0 = time.perf_counter()
-        model.probabilities(one)
-        timings.append((time.perf_counter() - t0) * 1000.0)
-    return {"p50_ms": float(np.percentile(timings, 50)), "p99_ms": float(np.percentile(timings, 99))}
+        for model in models:
+            model.probabilities(one)
+    timings: list[list[float]] = [[] for _ in models]
+    for i, one in enumerate(singles):
+        for k in range(len(models)):
+            j = (i + k) % len(models)
+            t0 = time.perf_counter()
+            models[j].probabilities(one)
+            timings[j].append((time.perf_counter() - t0) * 1000.0)
+    return [_p(t) for t in timings]
+
+
+def latency_problems(candidate: dict, production: dict | None, ratio: float, cap_ms: float) -> list[str]:
+    """Why the candidate is too slow, if it is: over the cap, or slower than production by more than `ratio`."""
+    problems = []
+    if not candidate["p99_ms"] <= cap_ms:
+        problems.append(f"single-row p99 latency {candidate['p99_ms']:.1f} ms > budget {cap_ms} ms")
+    if production is not None and not candidate["p99_ms"] <= ratio * production["p99_ms"]:
+        problems.append(f"single-row p99 latency {candidate['p99_ms']:.1f} ms > {ratio} x production's "
+                        f"{production['p99_ms']:.1f} ms, timed side by side")
+    return problems
 
 
 def compare(holdout_metrics: dict, logged: dict, tolerance: float) -> tuple[dict, list[str]]:
@@ -117,16 +148,36 @@ def validate(name: str, version: str, cfg: settings.Settings | None = None) -> d
         raise ValidationFailed(f"version {version}: the holdout cannot be scored: {exc}") from exc
     logged = mlflow_client.get_run(model.run_id).data.metrics if model.run_id else {}
     comparison, problems = compare(measured, logged, cfg.serving_metric_tolerance)
-    latency = single_row_latency_ms(model, frame)
-    if not latency["p99_ms"] <= cfg.serving_p99_budget_ms:
-        problems.append(f"single-row p99 latency {latency['p99_ms']:.1f} ms > budget {cfg.serving_p99_budget_ms} ms")
+    production = _production_model(cfg, name, version)
+    if production is None:
+        latency, production_latency = single_row_latency_ms(model, frame), None
+    else:
+        latency, production_latency = side_by_side_latency_ms([model, production], frame)
+    problems += latency_problems(latency, production_latency, cfg.serving_latency_ratio, cfg.serving_p99_budget_ms)
     numbers = {
         "version": str(version), "holdout_rows": int(len(frame)), "holdout_late_rate": float(labels.mean()),
         "test_start": tags[test_start], "test_end": tags[test_end], "threshold": model.threshold,
         "metrics": measured, "comparison": comparison, "tolerance": cfg.serving_metric_tolerance,
         "latency": latency, "p99_budget_ms": cfg.serving_p99_budget_ms,
+        "production_version": production.version if production else None,
+        "production_latency": production_latency, "latency_ratio_allowed": cfg.serving_latency_ratio,
     }
     if problems:
         raise ValidationFailed(f"version {version} failed validation: " + "; ".join(problems), numbers)
     log.info("version %s passed validation: %s", version, numbers)
     return numbers
+
+
+def _production_model(cfg: settings.Settings, name: str, candidate: str):
+    """The production version, loaded to be timed beside the candidate; None when there is none (or it is the
+    candidate, or it no longer loads: then the cap alone judges)."""
+    from serving.model import LoadFailed, load_version
+
+    version = model_registry.production_version(cfg.mlflow_tracking_uri, name)
+    if version is None or version == str(candidate):
+        return None
+    try:
+        return load_version(cfg.mlflow_tracking_uri, name, version)
+    except LoadFailed as exc:
+        log.warning("production version %s does not load (%s): judging latency by the cap alone", version, exc)
+        return None

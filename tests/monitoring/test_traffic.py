@@ -116,3 +116,13 @@ def test_percentile_is_nearest_rank():
 def test_a_missing_month_is_reported(samples_dir):
     with pytest.raises(SystemExit, match="no flights sample for 2014-01"):
         traffic.load_requests("2014-01")
+
+
+def test_the_body_builder_sends_any_missing_tail_number_as_null():
+    from serving.client import flight_table_body
+
+    row = {"carrier": "UA", "flight": 1, "origin": "EWR", "dest": "IAH", "distance": 1400.0,
+           "event_timestamp": pd.Timestamp("2013-07-01 09:15", tz="UTC")}
+    for missing in (None, float("nan"), pd.NA, ""):
+        assert flight_table_body({**row, "tailnum": missing})["tailnum"] is None
+    assert flight_table_body({**row, "tailnum": "N14228"})["tailnum"] == "N14228"
