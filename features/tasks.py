@@ -75,13 +75,20 @@ def write_features(batch: dict) -> dict:
                                          filters=ds.field("outcome_at") >= since)
             write_table(FLIGHTS_TABLE, part, flights)
             carrier, route = compute.delay_stats(flights, history, created)
+            # The history (outcomes known in the 28 days before) also holds every departure and
+            # schedule the congestion grid's first rows, 2 h before the batch, look back on.
+            congestion = compute.congestion_rows(flights, history, created)
             write_table(names.CARRIER_VIEW, part, carrier)
             write_table(names.ROUTE_VIEW, part, route)
+            write_table(names.CONGESTION_VIEW, part, congestion)
             _span(written, names.CARRIER_VIEW, carrier)
             _span(written, names.ROUTE_VIEW, route)
+            _span(written, names.CONGESTION_VIEW, congestion)
             log.info(
-                "%s: %d labelled flights (%.1f%% late), %d carrier and %d route stat rows, %d history rows",
-                f["name"], len(flights), 100 * flights[names.LABEL].mean(), len(carrier), len(route), len(history),
+                "%s: %d labelled flights (%.1f%% late), %d carrier, %d route and %d congestion rows, "
+                "%d history rows",
+                f["name"], len(flights), 100 * flights[names.LABEL].mean(), len(carrier), len(route),
+                len(congestion), len(history),
             )
     return written
 

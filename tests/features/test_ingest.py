@@ -80,7 +80,8 @@ def test_features_are_written_once_per_batch_even_when_rerun(landed):
     written = tasks.write_features(batch)
     flights = read_offline_table("flights")
     assert len(flights) == 27004 and flights["flight_id"].is_unique
-    assert set(written) == {"plane_attributes", "weather_hourly", "carrier_delay_stats", "route_delay_stats"}
+    assert set(written) == {"plane_attributes", "weather_hourly", "carrier_delay_stats", "route_delay_stats",
+                            "origin_congestion"}
     extra = tasks.publish(batch, written)
     assert extra["rows_accepted"] == 27004 + 2226 and extra["content_hash"]
     assert [f["name"] for f in extra["files"]] == ["flights_2013-01.parquet", "weather_2013-01.parquet"]

@@ -1,0 +1,171 @@
+"""The live feeds on a real Feast store (SQLite online, duckdb over parquet offline): push, validation, quarantine."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import storage
+from features import compute, feeds, names
+from features.store import feature_store, read_offline_table
+
+HOUR = pd.Timestamp("2013-01-10 14:51", tz="UTC")  # the observation of 14:00 UTC, known at 14:51
+
+
+@pytest.fixture
+def store(home):
+    return feature_store(apply=True)
+
+
+@pytest.fixture(scope="module")
+def weather(samples_dir) -> pd.DataFrame:
+    return compute.weather_rows(pd.read_parquet(samples_dir / "weather_2013-01.parquet"))
+
+
+@pytest.fixture(scope="module")
+def january(samples_dir) -> pd.DataFrame:
+    return compute.flight_rows(pd.read_parquet(samples_dir / "flights_2013-01.parquet"), "jan")
+
+
+def online(store, view: str, features: list[str], origins) -> pd.DataFrame:
+    """The online store's current values (and their timestamps) for these origins."""
+    refs = [f"{view}:{f}" for f in features]
+    got = store.get_online_features(refs, [{names.ORIGIN: o} for o in origins]).to_dict(
+        include_event_timestamps=True)
+    return pd.DataFrame(got)
+
+
+def as_of_join(store, view: str, features: list[str], origins, at: pd.Timestamp) -> pd.DataFrame:
+    entities = pd.DataFrame({names.ORIGIN: list(origins), "event_timestamp": at})
+    entities["event_timestamp"] = entities["event_timestamp"].astype(compute.TS)
+    return store.get_historical_features(entity_df=entities, features=[f"{view}:{f}" for f in features]).to_df()
+
+
+def epoch(ts: pd.Timestamp) -> int:
+    return int(ts.timestamp())
+
+
+def test_a_pushed_weather_hour_is_online_with_its_timestamp_and_offline(store, weather):
+    hour = feeds.weather_feed_rows(weather, HOUR - pd.Timedelta(hours=1), HOUR)
+    assert sorted(hour[names.ORIGIN]) == list(names.ORIGINS) and (hour["event_timestamp"] == HOUR).all()
+
+    result = feeds.push_weather(hour, clock=HOUR, store=store)
+
+    assert (result.rows_in, result.rows_pushed, result.rows_quarantined) == (3, 3, 0)
+    got = online(store, names.WEATHER_VIEW, ["temp", "pressure"], hour[names.ORIGIN]).set_index(names.ORIGIN)
+    want = hour.set_index(names.ORIGIN)
+    assert got["temp"].to_numpy() == pytest.approx(want.loc[got.index, "temp"].to_numpy())
+    assert (got["temp__ts"] == epoch(HOUR)).all()
+    # Offline: the rows are in the view's table, and a point-in-time join 40 minutes later finds them.
+    assert len(read_offline_table(names.WEATHER_VIEW)) == 3
+    joined = as_of_join(store, names.WEATHER_VIEW, ["temp"], names.ORIGINS, HOUR + pd.Timedelta(minutes=40))
+    joined = joined.set_index(names.ORIGIN)
+    assert joined["temp"].to_numpy() == pytest.approx(want.loc[joined.index, "temp"].to_numpy())
+    # ... and one minute before the observation was known, it finds nothing.
+    early = as_of_join(store, names.WEATHER_VIEW, ["temp"], names.ORIGINS, HOUR - pd.Timedelta(minutes=1))
+    assert early["temp"].isna().all()
+
+
+def test_a_pushed_congestion_row_is_online_with_its_timestamp_and_offline(store, january):
+    clock = pd.Timestamp("2013-01-10 14:00", tz="UTC")
+    rows = feeds.congestion_feed_rows(january, clock - compute.CONGESTION_GRID, clock)
+    assert len(rows) == 3 and (rows["event_timestamp"] == clock).all()
+    assert rows[names.CONGESTION_FEATURES[0]].gt(0).all()  # a busy afternoon
+
+    result = feeds.push_congestion(rows, clock=clock, store=store)
+
+    assert result.rows_pushed == 3 and result.rows_quarantined == 0
+    got = online(store, names.CONGESTION_VIEW, names.CONGESTION_FEATURES, rows[names.ORIGIN]).set_index(names.ORIGIN)
+    want = rows.set_index(names.ORIGIN).loc[got.index]
+    for col in names.CONGESTION_FEATURES:
+        assert got[col].to_numpy() == pytest.approx(want[col].to_numpy())
+        assert (got[f"{col}__ts"] == epoch(clock)).all()
+    joined = as_of_join(store, names.CONGESTION_VIEW, names.CONGESTION_FEATURES, names.ORIGINS,
+                        clock + pd.Timedelta(minutes=4)).set_index(names.ORIGIN)
+    assert joined[names.CONGESTION_FEATURES[0]].to_numpy() == pytest.approx(
+        rows.set_index(names.ORIGIN).loc[joined.index, names.CONGESTION_FEATURES[0]].to_numpy())
+    # Past the view's TTL (two grid steps) the row no longer counts.
+    stale = as_of_join(store, names.CONGESTION_VIEW, names.CONGESTION_FEATURES, names.ORIGINS,
+                       clock + compute.CONGESTION_TTL + pd.Timedelta(minutes=1))
+    assert stale[names.CONGESTION_FEATURES[0]].isna().all()
+
+
+def test_a_retried_push_overwrites_its_offline_part(store, weather):
+    hour = feeds.weather_feed_rows(weather, HOUR - pd.Timedelta(hours=1), HOUR)
+    first = feeds.push_weather(hour, clock=HOUR, store=store)
+    again = feeds.push_weather(hour, clock=HOUR, store=store)
+    assert first.offline_part == again.offline_part
+    assert len(read_offline_table(names.WEATHER_VIEW)) == 3
+
+
+# -- bad inputs: (name, how to spoil an hour of weather, the quarantined rows, the reason's start) ------------
+def _wrong_schema(hour: pd.DataFrame) -> pd.DataFrame:
+    return hour.drop(columns=["pressure"]).assign(pressur=hour["pressure"])
+
+
+def _text_feature(hour: pd.DataFrame) -> pd.DataFrame:
+    return hour.assign(temp=hour["temp"].map(lambda v: f"{v:.1f}F"))
+
+
+def _future(hour: pd.DataFrame) -> pd.DataFrame:
+    bad = hour.copy()
+    bad.loc[bad[names.ORIGIN] == "JFK", "event_timestamp"] = HOUR + pd.Timedelta(hours=1)
+    return bad
+
+
+def _unknown_origin(hour: pd.DataFrame) -> pd.DataFrame:
+    bad = hour.copy()
+    bad.loc[bad[names.ORIGIN] == "JFK", names.ORIGIN] = "XYZ"
+    return bad
+
+
+BAD = {
+    "wrong schema": (_wrong_schema, "whole", "schema: the weather feed expects columns"),
+    "feature of the wrong type": (_text_feature, "whole", "schema: feature columns must be numeric"),
+    "future timestamp": (_future, "JFK", "future: event_timestamp 2013-01-10T15:51:00+00:00 is after the feed clock"),
+    "unknown entity": (_unknown_origin, "XYZ", "unknown entity: origin 'XYZ' is not a known airport"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_feed_input_is_quarantined_with_a_reason_and_never_reaches_the_online_store(store, weather, case):
+    spoil, which, reason = BAD[case]
+    hour = feeds.weather_feed_rows(weather, HOUR - pd.Timedelta(hours=1), HOUR)
+    batch = spoil(hour)
+
+    result = feeds.push_weather(batch, clock=HOUR, store=store)
+
+    files = storage.get()
+    assert result.rows_in == result.rows_pushed + result.rows_quarantined == len(batch)
+    quarantined = files.read_parquet(result.quarantined_at)
+    record = files.read_json(result.quarantined_at + ".reason.json")
+    assert record["feed"] == "weather" and record["feed_clock"] == HOUR.isoformat()
+    assert "/quarantine/" in result.quarantined_at
+    now_online = online(store, names.WEATHER_VIEW, ["temp"], [*names.ORIGINS, "XYZ"]).set_index(names.ORIGIN)
+    if which == "whole":  # rejected whole: nothing pushed, online or offline
+        assert result.rows_pushed == 0 and result.reason.startswith(reason)
+        assert record["reason"].startswith(reason) and record["rows_quarantined"] == len(batch) == len(quarantined)
+        assert now_online["temp"].isna().all()
+        assert read_offline_table(names.WEATHER_VIEW).empty
+        return
+    # One row rejected with its reason; the other two are pushed.
+    assert result.rows_pushed == 2 and len(quarantined) == 1
+    assert quarantined["reason"].iloc[0].startswith(reason), quarantined["reason"].iloc[0]
+    assert sum(record["reason_counts"].values()) == 1
+    assert now_online.loc["JFK", "temp"] is None or pd.isna(now_online.loc["JFK", "temp"])
+    assert pd.isna(now_online.loc["XYZ", "temp"])
+    assert now_online.loc[["EWR", "LGA"], "temp"].notna().all()
+    offline = read_offline_table(names.WEATHER_VIEW)
+    assert sorted(offline[names.ORIGIN]) == ["EWR", "LGA"] and (offline["event_timestamp"] <= HOUR).all()
+
+
+def test_congestion_feed_rejects_rows_from_the_future_of_its_clock(store, january):
+    clock = pd.Timestamp("2013-01-10 14:00", tz="UTC")
+    rows = feeds.congestion_feed_rows(january, clock - pd.Timedelta(minutes=15), clock + compute.CONGESTION_GRID)
+
+    result = feeds.push_congestion(rows, clock=clock, store=store)
+
+    assert (result.rows_in, result.rows_pushed, result.rows_quarantined) == (12, 9, 3)
+    assert result.reason_counts == {"future": 3}
+    got = online(store, names.CONGESTION_VIEW, names.CONGESTION_FEATURES[:1], names.ORIGINS)
+    assert (got[f"{names.CONGESTION_FEATURES[0]}__ts"] == epoch(clock)).all()
