@@ -22,11 +22,11 @@ PLANE_VIEW = "plane_attributes"  # by TAILNUM
 CARRIER_VIEW = "carrier_delay_stats"  # by CARRIER
 ROUTE_VIEW = "route_delay_stats"  # by ROUTE
 CONGESTION_VIEW = "origin_congestion"  # by ORIGIN, on a regular time grid
+VIEW_NAMES = (WEATHER_VIEW, PLANE_VIEW, CARRIER_VIEW, ROUTE_VIEW, CONGESTION_VIEW)
 
 # Push sources of the live feeds (features.feeds); each is backed by its view's batch source.
 WEATHER_PUSH = "weather_hourly_push"
 CONGESTION_PUSH = "origin_congestion_push"
-VIEW_NAMES = (WEATHER_VIEW, PLANE_VIEW, CARRIER_VIEW, ROUTE_VIEW, CONGESTION_VIEW)
 
 WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 PLANE_FEATURES = ["plane_year", "seats", "engines"]
