@@ -132,7 +132,8 @@ class OnlineFeatures:
                 stamp, stored = found.get(row.get(read.join_key), (None, None))
                 out.stamps[i][read.name] = stamp
                 if stored is None:
-                    out.unknown[i].append(read.join_key)
+                    if read.join_key not in out.unknown[i]:  # a key can join several views (origin)
+                        out.unknown[i].append(read.join_key)
                     continue
                 if as_of is not None and not read.counts(stamp, as_of[i]):
                     out.stale[i].append(read.name)
