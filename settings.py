@@ -118,7 +118,7 @@ def load() -> Settings:
         deploy_timeout_seconds=_float("MLOPS_DEPLOY_TIMEOUT_SECONDS", 120.0),
         monitor_min_rows=_int("MLOPS_MONITOR_MIN_ROWS", 2000),
         monitor_poll_seconds=_float("MLOPS_MONITOR_POLL_SECONDS", 5.0),
-        drift_share_threshold=_float("MLOPS_DRIFT_SHARE_THRESHOLD", 0.1),
+        drift_share_threshold=_float("MLOPS_DRIFT_SHARE_THRESHOLD", 0.08),  # two of the 23 model features
         drift_column_threshold=_float("MLOPS_DRIFT_COLUMN_THRESHOLD", 2.0),
         drift_sample_cap=_int("MLOPS_DRIFT_SAMPLE_CAP", 20_000),
         quality_drop_margin=_float("MLOPS_QUALITY_DROP_MARGIN", 0.05),

@@ -136,7 +136,8 @@ def check(feed: Feed, df: pd.DataFrame, clock: pd.Timestamp) -> Checked:
 
 def _digest(df: pd.DataFrame) -> str:
     try:
-        data = pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes() + ",".join(map(str, df.columns)).encode()
+        data = pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()
+        data += ",".join(map(str, df.columns)).encode()
     except TypeError:  # unhashable cells in a malformed batch
         data = df.to_json(date_format="iso", default_handler=str).encode()
     return hashlib.sha256(data).hexdigest()[:12]
