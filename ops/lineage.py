@@ -32,7 +32,19 @@ def _by_version(events: list[dict], version: str) -> dict | None:
     return matches[-1] if matches else None
 
 
-def chain(client: AirflowClient, cfg: settings.Settings) -> list[str]:
+def training_batches(cfg: settings.Settings, version: str) -> list[str]:
+    """The batches in the version's training set (version tag `training_batches`)."""
+    import json
+
+    import model_registry
+
+    tags = model_registry.version_tags(model_registry.client(cfg.mlflow_tracking_uri), cfg.model_name, version)
+    return json.loads(tags.get(model_registry.Tag.TRAINING_BATCHES) or "[]")
+
+
+def chain(client: AirflowClient, cfg: settings.Settings, batches_of=training_batches) -> list[str]:
+    """Lines from the production version back to its landing files. Every batch of the version's training
+    set is followed (a drift-triggered version was started by a report, not by batches, but trained on them)."""
     lines = []
     version = production_version(cfg.mlflow_tracking_uri, cfg.model_name)
     if version is None:
@@ -57,16 +69,20 @@ def chain(client: AirflowClient, cfg: settings.Settings) -> list[str]:
             lines.append(f"  drift_report     event {ev['id']}: share {x['drift_share']} on "
                          f"v{x['model_version']}, {x['report_path']}")
     feature_ids = set(_ids(r["feature_table_events"]))
-    if not feature_ids:
-        lines.append("  feature_table    (none recorded: a drift-triggered run reads the whole store)")
+    trained_on = set(batches_of(cfg, version))
+    followed = 0
     for ev in client.asset_events("feature_table", limit=1000):
-        if ev["id"] in feature_ids:
-            x = ev["extra"]
+        x = ev["extra"]
+        if ev["id"] in feature_ids or x["batch_id"] in trained_on:
+            followed += 1
+            why = "triggered the run" if ev["id"] in feature_ids else "in the training set"
             lines.append(f"  feature_table    event {ev['id']}: batch {x['batch_id']}, {x['rows_accepted']} rows, "
-                         f"{x['event_time_min'][:10]}..{x['event_time_max'][:10]}")
+                         f"{(x['event_time_min'] or '')[:10]}..{(x['event_time_max'] or '')[:10]} ({why})")
             for f in x["files"]:
                 lines.append(f"    landing file   {f['name']} ({f['status']}, sha256 {f['sha256'][:12]}) "
                              f"-> {f['move_to']}")
+    if not followed:
+        lines.append("  feature_table    (no batch recorded on this version)")
     return lines
 
 

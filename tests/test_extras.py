@@ -145,8 +145,29 @@ def test_lineage_walks_from_the_production_version_back_to_the_landing_files(mon
     monkeypatch.setattr(lineage, "production_version", lambda uri, name: "4")
     cfg = SimpleNamespace(mlflow_tracking_uri="http://mlflow", model_name="flight_delay")
 
-    text = "\n".join(lineage.chain(client, cfg))
+    text = "\n".join(lineage.chain(client, cfg, batches_of=lambda cfg, version: []))
 
     assert "previous v3" in text and "trigger drift" in text and "share 0.25 on v3" in text
-    assert f"batch {BATCH['batch_id']}, 9 rows" in text
+    assert f"batch {BATCH['batch_id']}, 9 rows" in text and "(triggered the run)" in text
     assert "flights_2013-02.csv (accepted" in text and "junk.csv (quarantined" in text
+
+
+def test_lineage_follows_a_drift_triggered_version_to_the_batches_it_trained_on(monkeypatch):
+    """A drift-triggered run names no feature_table event; the version's training batches lead to the files."""
+    from ops import lineage
+
+    stored = {
+        "feature_table": [{"id": 7, "timestamp": "t", "extra": feature_table_extra()}],
+        "drift_report": [{"id": 8, "timestamp": "t", "extra": drift_report_extra()}],
+        "registered_model": [{"id": 9, "timestamp": "t", "extra": registered_model_extra(
+            [], [{"id": 8, "report_path": "file:///r/1.html", "model_version": "3"}])}],
+        "deployed_model": [{"id": 10, "timestamp": "t", "extra": deployed_model_extra()}],
+    }
+    client = SimpleNamespace(asset_events=lambda name, limit=100: stored[name])
+    monkeypatch.setattr(lineage, "production_version", lambda uri, name: "4")
+    cfg = SimpleNamespace(mlflow_tracking_uri="http://mlflow", model_name="flight_delay")
+
+    text = "\n".join(lineage.chain(client, cfg, batches_of=lambda cfg, version: [BATCH["batch_id"]]))
+
+    assert f"batch {BATCH['batch_id']}, 9 rows" in text and "(in the training set)" in text
+    assert "flights_2013-02.csv (accepted" in text
