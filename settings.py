@@ -101,7 +101,7 @@ def load() -> Settings:
         drop_on_down=_env("MLOPS_DROP_ON_DOWN", "false").lower() in ("1", "true", "yes"),
         celery_broker_url=_env("MLOPS_CELERY_BROKER_URL", ""),
         celery_result_backend=_env("MLOPS_CELERY_RESULT_BACKEND", ""),
-        redis_key_prefix=_env("MLOPS_REDIS_KEY_PREFIX", "mlops:"),
+        redis_key_prefix=_env("MLOPS_REDIS_PREFIX", "mlops:"),
         celery_workers=_int("MLOPS_CELERY_WORKERS", 2),
         celery_worker_concurrency=_int("MLOPS_CELERY_WORKER_CONCURRENCY", 2),
         task_heartbeat_timeout_seconds=_int("MLOPS_TASK_HEARTBEAT_TIMEOUT_SECONDS", 300),

@@ -365,7 +365,7 @@ def _redis(url: str):
 
 def redis_keys(cfg: settings.Settings) -> dict[str, list[bytes]]:
     """The Redis keys this stack owns, by the URL of their database: the broker's keys (all under
-    MLOPS_REDIS_KEY_PREFIX) and the online rows of the Feast project (Feast ends each key with it)."""
+    MLOPS_REDIS_PREFIX) and the online rows of the Feast project (Feast ends each key with it)."""
     owned: dict[str, list[bytes]] = {}
     if cfg.celery_broker_url.startswith(("redis://", "rediss://")):
         owned[cfg.celery_broker_url] = list(_redis(cfg.celery_broker_url).scan_iter(
