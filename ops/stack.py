@@ -287,11 +287,13 @@ def _start(cfg: settings.Settings, svc: Service, env: dict[str, str]) -> None:
     _pid_file(cfg, svc.name).write_text(str(proc.pid))
 
 
-def up(cfg: settings.Settings | None = None, timeout: float = 180) -> None:
+def up(cfg: settings.Settings | None = None, timeout: float = 180, extra_env: dict[str, str] | None = None) -> None:
+    """Start what is not running and wait until healthy. `extra_env` (benchmarks: another DAG
+    folder) goes to every service on top of the stack's own configuration."""
     cfg = cfg or settings.get()
     for sub in ("run", "logs", "mlflow/artifacts"):
         (cfg.home / sub).mkdir(parents=True, exist_ok=True)
-    env = _env(cfg)
+    env = {**_env(cfg), **(extra_env or {})}
     todo = [s for s in services(cfg) if running_pid(cfg, s.name) is None]
     if any(s.name == "s3" for s in todo):
         _start(cfg, next(s for s in todo if s.name == "s3"), env)

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,37 @@ def wait_for_running_candidate(cfg, client: AirflowClient, timeout: float = 300)
                     return worker, w
         time.sleep(0.3)
     raise TimeoutError("no train_candidate task ran on a Celery worker")
+
+
+def pool_processes(pgid: int) -> list[int]:
+    """Pids of the Celery pool processes (ForkPoolWorker) in a worker's process group."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) == pgid and b"ForkPoolWorker" in (entry / "cmdline").read_bytes():
+                out.append(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return out
+
+
+@pytest.mark.parametrize("local_stack", ["celery"], indirect=True)
+def test_workers_start_warm(local_stack):
+    """Before any task: every pool process of both workers already has pandas and scikit-learn
+    loaded (their compiled modules mapped), imported once in the worker before the pool forked;
+    each task's process is forked from a pool process and inherits them."""
+    cfg = local_stack
+    for i in range(1, cfg.celery_workers + 1):
+        pgid = stack.running_pid(cfg, f"airflow-worker-{i}")
+        pools = pool_processes(pgid)
+        assert len(pools) == cfg.celery_worker_concurrency, (i, pools)
+        for pid in pools:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "/pandas/_libs/" in maps and "/sklearn/" in maps, f"worker {i} pool process {pid} is cold"
+        log = (cfg.home / "logs" / f"airflow-worker-{i}.log").read_text(errors="replace")
+        assert "mlops: preloaded" in log
 
 
 @pytest.mark.parametrize("local_stack", ["celery"], indirect=True)
