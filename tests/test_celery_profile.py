@@ -10,14 +10,20 @@ from pathlib import Path
 import pytest
 
 import settings
-from conftest import profile_env
 from ops import stack
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def celery_cfg(monkeypatch, tmp_path) -> settings.Settings:
+def profile_env(pytestconfig):
+    """tests/conftest.py's profile_env (other folders have a `conftest` module of their own)."""
+    root = str(REPO / "tests" / "conftest.py")
+    return next(p for p in pytestconfig.pluginmanager.get_plugins() if getattr(p, "__file__", None) == root).profile_env
+
+
+@pytest.fixture
+def celery_cfg(monkeypatch, tmp_path, profile_env) -> settings.Settings:
     for key, value in profile_env("celery", tmp_path).items():
         monkeypatch.setenv(key, value)
     return settings.load()
@@ -42,7 +48,7 @@ def test_celery_profile_runs_the_celery_executor_with_two_workers(celery_cfg):
     assert celery_cfg.db_prefix + "celery" in dbs
 
 
-def test_other_profiles_keep_the_local_executor(monkeypatch, tmp_path):
+def test_other_profiles_keep_the_local_executor(monkeypatch, tmp_path, profile_env):
     for key, value in profile_env("prod", tmp_path).items():
         monkeypatch.setenv(key, value)
     cfg = settings.load()
