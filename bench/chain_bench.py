@@ -167,6 +167,22 @@ class ThroughAirflow:
                 "runs": {dag: self._run(dag, ev["source_run_id"])
                          for dag, ev in (("dataops", ft), ("training", rm), ("serving", dm))}}
 
+    def settle(self, quiet: float = 10.0, timeout: float = 600) -> None:
+        """Wait until training and serving have had no queued or running run for `quiet` seconds
+        (files dropped together may land in two batches, whose second deployment would race the
+        in-process warm-up)."""
+        deadline = time.monotonic() + timeout
+        calm_since = time.monotonic()
+        while time.monotonic() < deadline:
+            busy = any(r["state"] in ("queued", "running") for d in ("training", "serving")
+                       for r in self.client.dag_runs(d, limit=5))
+            if busy:
+                calm_since = time.monotonic()
+            elif time.monotonic() - calm_since >= quiet:
+                return
+            time.sleep(1)
+        raise TimeoutError("training or serving still busy after the warm-up")
+
     def _run(self, dag_id: str, run_id: str) -> dict:
         run = self.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
         tis = {}
@@ -270,6 +286,7 @@ def inner(args) -> dict:
         print(f"stack up in {stack_up_s:.0f}s; warm-up deployment of {WARMUP_MONTHS}", flush=True)
         warm = airflow.run(WARMUP_MONTHS)
         print(f"  warm-up: v{warm['version']} deployed {warm['t_e2e']:.1f}s after landing", flush=True)
+        airflow.settle()
         local.warm_up()
         e2e, floor = [], []
         months = iter(MONTHS)
