@@ -292,6 +292,7 @@ def inner(args) -> dict:
         months = iter(MONTHS)
         for i in range(args.pairs):
             e2e.append(airflow.run([next(months)]))
+            airflow.settle()
             floor.append(local.run(next(months)))
             print(f"  pair {i + 1}: {e2e[-1]['months'][0]} T_e2e {e2e[-1]['t_e2e']:.1f}s (v{e2e[-1]['version']}), "
                   f"{floor[-1]['month']} T_min {floor[-1]['t_min']:.1f}s (v{floor[-1]['version']})", flush=True)
