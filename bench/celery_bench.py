@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, w, key in (("months", "months", "deployed_model_s"), ("candidates", "candidates", "train_wall_s"))
             if w in by[1] and w in by[2]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "celery.json").write_text(json.dumps(result, indent=2))
+    label = "-".join(str(w) for w in args.workers) + "w" + ("-skip-" + "-".join(args.skip) if args.skip else "")
+    (RESULTS / f"celery-{label}.json").write_text(json.dumps(result, indent=2))
     print("| workers | 12 months -> deployed s | 4 candidates wall s | peak PSS per worker MiB | peak RSS MiB |")
     print("|---|---|---|---|---|")
     for r in runs:

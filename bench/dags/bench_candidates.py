@@ -17,7 +17,9 @@ MODELS = ("model_a", "model_b")
 
 
 @dag(schedule=None, start_date=datetime(2024, 1, 1), catchup=False, is_paused_upon_creation=False,
-     default_args={"queue": "training"}, tags=["bench"])
+     # retries as in the training DAG: MLflow's client can fail a request at random when its
+     # telemetry thread changes os.environ while requests reads it (seen once here).
+     default_args={"queue": "training", "retries": 1}, tags=["bench"])
 def bench_candidates():
     @task
     def build(model: str, dag_run=None) -> dict:
