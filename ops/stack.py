@@ -207,6 +207,11 @@ def _env(cfg: settings.Settings) -> dict[str, str]:
     # MLflow 3's server otherwise starts a job runner with a dozen huey worker processes
     # (about 2 GB) for features this project does not use.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    # MLflow's telemetry client fetches its config in a thread of every process that imports
+    # mlflow; offline the fetch fails and the thread deletes _MLFLOW_TELEMETRY_SESSION_ID from
+    # os.environ while requests may be iterating it: "log-batch failed with exception
+    # '_MLFLOW_TELEMETRY_SESSION_ID'" in 3 of 8 candidate tasks of the celery bench.
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     return env
 
 
