@@ -160,6 +160,11 @@ def inner(args) -> dict:
             print(f"  {cfg.celery_workers} worker(s): 12 months -> deployed_model in "
                   f"{out['months']['deployed_model_s']:.1f}s", flush=True)
         if "candidates" not in args.skip:
+            if "months" in args.skip:  # the candidates need features: two months first, untimed
+                mark = (client.asset_events("feature_table") or [{"id": 0}])[-1]["id"]
+                for month in MONTHS[:2]:
+                    samples.drop(month)
+                client.wait_for_event("feature_table", mark, timeout=900, poll=1)
             out["candidates"] = candidates_workload(client)
             print(f"  {cfg.celery_workers} worker(s): 4 candidates in {out['candidates']['train_wall_s']:.1f}s "
                   f"(tasks {out['candidates']['train_task_s']})", flush=True)
