@@ -26,7 +26,8 @@ RUN uv venv --python /usr/local/bin/python3.11 .venv \
 # -- runtime ------------------------------------------------------------------------
 FROM python:3.11-slim
 
-# curl: the health checks; make: `make drop` and friends in the tools container.
+# curl: the health checks; make: `make drop` and friends in the tools container. No git:
+# GIT_PYTHON_REFRESH=quiet (below) keeps GitPython, which MLflow imports, from warning.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends curl make \
  && rm -rf /var/lib/apt/lists/*
@@ -41,6 +42,7 @@ ENV VIRTUAL_ENV=/opt/mlops/.venv \
     PYTHONPATH=/opt/mlops \
     PYTHONUNBUFFERED=1 \
     AIRFLOW_HOME=/opt/airflow \
+    GIT_PYTHON_REFRESH=quiet \
     MLOPS_HOME=/var/lib/mlops
 
 WORKDIR /opt/mlops

@@ -4,9 +4,10 @@ PY := .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD := 1
 MONTH ?= 2013-02
-# PROFILE=prod runs the same stack on Postgres + an S3-compatible server (ops/profiles/prod.env).
+# PROFILE=prod runs the same stack on Postgres + an S3-compatible server (ops/profiles/prod.env);
+# PROFILE=celery on Airflow's CeleryExecutor with two workers, Redis and Postgres (ops/profiles/celery.env).
 PROFILE ?= embedded
-WITH_PROFILE := $(if $(filter prod,$(PROFILE)),set -a && . ops/profiles/prod.env && set +a &&,)
+WITH_PROFILE := $(if $(filter-out embedded,$(PROFILE)),set -a && . ops/profiles/$(PROFILE).env && set +a &&,)
 RATE ?= 50
 LIMIT ?= 0
 
@@ -51,6 +52,6 @@ bench: venv
 lock: ## re-resolve requirements.lock from pyproject.toml
 	uv pip compile pyproject.toml --python-version 3.11 -o requirements.lock
 
-clean: down ## stop the stack and delete its state (PROFILE=prod also drops its databases)
+clean: down ## stop the stack and delete its state (PROFILE=prod|celery also drops its databases and Redis keys)
 	$(WITH_PROFILE) $(PY) -m ops.stack clean
 	$(WITH_PROFILE) rm -rf "$${MLOPS_HOME:-.local}"

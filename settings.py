@@ -39,6 +39,15 @@ class Settings:
     db_prefix: str
     local_s3_server: bool
     preload_task_libraries: bool
+    drop_on_down: bool
+    # -- distributed engine (empty broker URL: the LocalExecutor)
+    celery_broker_url: str
+    celery_result_backend: str
+    redis_key_prefix: str
+    celery_workers: int
+    celery_worker_concurrency: int
+    task_heartbeat_timeout_seconds: int
+    task_retry_delay_seconds: int
     # -- dataops
     landing_poll_seconds: float
     landing_stable_seconds: float
@@ -90,6 +99,14 @@ def load() -> Settings:
         db_prefix=_env("MLOPS_DB_PREFIX", "mlops_"),
         local_s3_server=_env("MLOPS_LOCAL_S3_SERVER", "false").lower() in ("1", "true", "yes"),
         preload_task_libraries=_env("MLOPS_PRELOAD_TASK_LIBRARIES", "true").lower() in ("1", "true", "yes"),
+        drop_on_down=_env("MLOPS_DROP_ON_DOWN", "false").lower() in ("1", "true", "yes"),
+        celery_broker_url=_env("MLOPS_CELERY_BROKER_URL", ""),
+        celery_result_backend=_env("MLOPS_CELERY_RESULT_BACKEND", ""),
+        redis_key_prefix=_env("MLOPS_REDIS_PREFIX", "mlops:"),
+        celery_workers=_int("MLOPS_CELERY_WORKERS", 2),
+        celery_worker_concurrency=_int("MLOPS_CELERY_WORKER_CONCURRENCY", 2),
+        task_heartbeat_timeout_seconds=_int("MLOPS_TASK_HEARTBEAT_TIMEOUT_SECONDS", 300),
+        task_retry_delay_seconds=_int("MLOPS_TASK_RETRY_DELAY_SECONDS", 300),
         landing_poll_seconds=_float("MLOPS_LANDING_POLL_SECONDS", 2.0),
         landing_stable_seconds=_float("MLOPS_LANDING_STABLE_SECONDS", 1.0),
         feast_project=_env("MLOPS_FEAST_PROJECT", "flight_delay"),

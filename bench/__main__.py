@@ -1,7 +1,8 @@
 """Run the benchmarks: every module `bench/<name>_bench.py`, through its `main(argv) -> int`.
 
-    python -m bench                  # all of them, one after the other
+    python -m bench                  # all of them but the opt-in ones, one after the other
     python -m bench serving dataops  # only these (by name, without `_bench`)
+    python -m bench celery           # opt-in: starts two celery stacks (about 20 min)
 
 Results land in bench/results/<name>.json; each benchmark prints its own table.
 """
@@ -15,12 +16,16 @@ import sys
 import bench
 
 
+# Run only when named: they start several stacks of their own and would double `make bench`.
+OPT_IN = {"celery"}
+
+
 def available() -> list[str]:
     return sorted(m.name[: -len("_bench")] for m in pkgutil.iter_modules(bench.__path__) if m.name.endswith("_bench"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    wanted = (sys.argv[1:] if argv is None else argv) or available()
+    wanted = (sys.argv[1:] if argv is None else argv) or [n for n in available() if n not in OPT_IN]
     unknown = sorted(set(wanted) - set(available()))
     if unknown:
         print(f"unknown benchmark(s) {unknown}; available: {available()}", file=sys.stderr)

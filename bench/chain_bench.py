@@ -17,7 +17,10 @@ of data. The per-hop breakdown comes from Airflow's task-instance timestamps:
 - start + imports: the task's run time beyond the stage's compute (DAG parse, imports, XCom);
 - compute: the same stage's time in T_min (median over the in-process runs).
 
-    python -m bench.chain_bench [--pairs 5] [--label after] [--no-preload]
+    python -m bench.chain_bench [--pairs 5] [--label after] [--no-preload] [--profile celery]
+
+`--profile celery` runs the same on the celery profile (ops/profiles/celery.env: CeleryExecutor,
+two workers, Redis, Postgres, S3), with databases and Redis keys of its own, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -163,6 +166,22 @@ class ThroughAirflow:
                 "runs": {dag: self._run(dag, ev["source_run_id"])
                          for dag, ev in (("dataops", ft), ("training", rm), ("serving", dm))}}
 
+    def settle(self, quiet: float = 10.0, timeout: float = 600) -> None:
+        """Wait until training and serving have had no queued or running run for `quiet` seconds
+        (files dropped together may land in two batches, whose second deployment would race the
+        in-process warm-up)."""
+        deadline = time.monotonic() + timeout
+        calm_since = time.monotonic()
+        while time.monotonic() < deadline:
+            busy = any(r["state"] in ("queued", "running") for d in ("training", "serving")
+                       for r in self.client.dag_runs(d, limit=5))
+            if busy:
+                calm_since = time.monotonic()
+            elif time.monotonic() - calm_since >= quiet:
+                return
+            time.sleep(1)
+        raise TimeoutError("training or serving still busy after the warm-up")
+
     def _run(self, dag_id: str, run_id: str) -> dict:
         run = self.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
         tis = {}
@@ -259,30 +278,35 @@ def inner(args) -> dict:
     cfg = settings.get()
     samples.export()
     started = time.perf_counter()
-    stack.up(cfg, timeout=300)
+    stack.up(cfg, timeout=600)
     stack_up_s = time.perf_counter() - started
     try:
         airflow, local = ThroughAirflow(), InProcess()
         print(f"stack up in {stack_up_s:.0f}s; warm-up deployment of {WARMUP_MONTHS}", flush=True)
         warm = airflow.run(WARMUP_MONTHS)
         print(f"  warm-up: v{warm['version']} deployed {warm['t_e2e']:.1f}s after landing", flush=True)
+        airflow.settle()
         local.warm_up()
         e2e, floor = [], []
         months = iter(MONTHS)
         for i in range(args.pairs):
             e2e.append(airflow.run([next(months)]))
+            airflow.settle()
             floor.append(local.run(next(months)))
             print(f"  pair {i + 1}: {e2e[-1]['months'][0]} T_e2e {e2e[-1]['t_e2e']:.1f}s (v{e2e[-1]['version']}), "
                   f"{floor[-1]['month']} T_min {floor[-1]['t_min']:.1f}s (v{floor[-1]['version']})", flush=True)
         idle = idle_cpu(cfg)
     finally:
         stack.down(cfg)
+        stack.drop_databases(cfg)
+        stack.drop_redis_keys(cfg)
     compute = {stage: statistics.median(r["stages"][stage] for r in floor) for stage in floor[0]["stages"]}
     parts = [breakdown(r, compute) for r in e2e]
     t_e2e = statistics.median(r["t_e2e"] for r in e2e)
     t_min = statistics.median(r["t_min"] for r in floor)
     return {
         "label": args.label, "preload": os.environ.get("MLOPS_PRELOAD_TASK_LIBRARIES"), "pairs": args.pairs,
+        "executor": stack.airflow_env(cfg)["AIRFLOW__CORE__EXECUTOR"],
         "date": time.strftime("%Y-%m-%d"), "stack_up_s": stack_up_s,
         "t_e2e_s": t_e2e, "t_min_s": t_min, "R": t_e2e / t_min,
         "t_e2e_runs_s": [round(r["t_e2e"], 2) for r in e2e], "t_min_runs_s": [round(r["t_min"], 2) for r in floor],
@@ -310,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-preload", action="store_true", help="the plain LocalExecutor (the 'before')")
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     parser.add_argument("--keep-home", action="store_true", help="keep the bench's MLOPS_HOME (logs)")
+    parser.add_argument("--profile", choices=["embedded", "celery"], default="embedded")
     args = parser.parse_args(argv)
     if not 1 <= args.pairs <= len(MONTHS) // 2:
         parser.error(f"--pairs must be 1..{len(MONTHS) // 2}")
@@ -319,7 +344,12 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(tempfile.mkdtemp(prefix="bench-chain-"))
     out = home / "result.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW__", "MLFLOW_"))}
+    if args.profile == "celery":
+        from bench.celery_bench import profile_environment
+
+        env = profile_environment(home, workers=2)
+    else:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW__", "MLFLOW_"))}
     env.update({
         "PYTHONPATH": str(REPO), "MLOPS_HOME": str(home),
         "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
@@ -332,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if samples.exists():
         shutil.copytree(samples, home / "samples")
     cmd = [sys.executable, "-m", "bench.chain_bench", "--inner", str(out), "--pairs", str(args.pairs),
-           "--label", args.label]
+           "--label", args.label, "--profile", args.profile]
     try:
         code = subprocess.run(cmd, env=env, cwd=REPO).returncode
         if code != 0:

@@ -24,7 +24,8 @@ from training.candidates import FAMILIES
     start_date=datetime(2024, 1, 1),
     catchup=False,
     is_paused_upon_creation=False,
-    default_args={"retries": 1},
+    # Celery routes the training tasks to workers serving the `training` queue (LocalExecutor ignores it).
+    default_args={"retries": 1, "queue": "training"},
     tags=["training"],
 )
 def training():

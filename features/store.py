@@ -1,7 +1,8 @@
 """The Feast store built from settings, and the offline tables it reads.
 
 Embedded: file registry, SQLite online store. Compose: SQL registry and
-Postgres online store, chosen by giving `postgresql://` URLs in settings.
+Postgres online store, chosen by giving `postgresql://` URLs in settings; a
+`redis://host:port/db` online store URL selects Feast's Redis online store.
 The offline store is duckdb over folders of parquet files, one per batch.
 """
 
@@ -41,6 +42,14 @@ def repo_config(cfg: settings.Settings | None = None):
             # Feast defaults to "require"; "prefer" also works with servers without TLS.
             "sslmode": parse_qs(url.query).get("sslmode", ["prefer"])[0],
         }
+    elif cfg.feast_online_store.startswith(("redis://", "rediss://")):
+        url = urlparse(cfg.feast_online_store)
+        options = [f"{url.hostname or 'localhost'}:{url.port or 6379}", f"db={url.path.lstrip('/') or 0}"]
+        if url.password:
+            options.append(f"password={unquote(url.password)}")
+        if url.scheme == "rediss":
+            options.append("ssl=true")
+        online = {"type": "redis", "connection_string": ",".join(options)}
     else:
         Path(cfg.feast_online_store).parent.mkdir(parents=True, exist_ok=True)
         online = {"type": "sqlite", "path": cfg.feast_online_store}

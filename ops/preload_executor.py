@@ -47,6 +47,7 @@ PRELOAD = (
     "feast.infra.offline_stores.duckdb",
     "feast.infra.online_stores.sqlite",
     "feast.infra.online_stores.postgres_online_store.postgres",
+    "feast.infra.online_stores.redis",
     "ibis.backends.duckdb",
     "evidently",
     "evidently.presets",

@@ -8,6 +8,9 @@
 With Postgres URLs in the settings (the production-like profile, ops/profiles/prod.env),
 `up` creates the databases it needs, all named with MLOPS_DB_PREFIX, and `clean` drops
 only those. With MLOPS_LOCAL_S3_SERVER it also runs moto's S3-compatible server.
+With MLOPS_CELERY_BROKER_URL (the distributed profile, ops/profiles/celery.env) Airflow runs
+the CeleryExecutor and `up` starts MLOPS_CELERY_WORKERS Celery workers; `clean` also deletes
+the Redis keys the profile owns (its broker keys, its Feast project's online rows).
 
 Each service runs in its own process group; its pid is kept in
 `.local/run/<name>.pid` and its output in `.local/logs/<name>.log`. `down`
@@ -20,6 +23,7 @@ import argparse
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -57,13 +61,16 @@ def airflow_env(cfg: settings.Settings) -> dict[str, str]:
         secret_file.write_text(secrets.token_urlsafe(32))
         secret_file.chmod(0o600)
     port = _port(cfg.airflow_url)
+    if cfg.celery_broker_url:
+        executor = "CeleryExecutor"
+    else:
+        executor = "ops.preload_executor.PreloadingLocalExecutor" if cfg.preload_task_libraries else "LocalExecutor"
     env = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__EXECUTOR": "ops.preload_executor.PreloadingLocalExecutor"
-        if cfg.preload_task_libraries else "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": executor,
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -81,12 +88,61 @@ def airflow_env(cfg: settings.Settings) -> dict[str, str]:
         # An idle scheduler sleeps up to this long before it sees a finished task or a new
         # asset event: 1 s by default, paid at every step of the chain (docs/benchmarks.md).
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
+        # A task whose worker died is failed after this long without a heartbeat, then retried.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(cfg.task_heartbeat_timeout_seconds),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": str(cfg.task_retry_delay_seconds),
         "MLFLOW_TRACKING_URI": cfg.mlflow_tracking_uri,
         "MLOPS_HOME": str(cfg.home),
     }
+    if cfg.celery_broker_url:
+        env.update(celery_env(cfg))
     if cfg.s3_endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = cfg.s3_endpoint_url
     return env
+
+
+CELERY_QUEUES = ("default", "training")  # the training DAG's tasks carry queue="training"
+
+
+def celery_env(cfg: settings.Settings) -> dict[str, str]:
+    """The CeleryExecutor's configuration: broker, result backend, queues, the warm-worker hook."""
+    env = {
+        "AIRFLOW__CELERY__BROKER_URL": cfg.celery_broker_url,
+        # ops.celery_config: Airflow's Celery settings, plus the preload of the task libraries.
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "ops.celery_config.CELERY_CONFIG",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(cfg.celery_worker_concurrency),
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": CELERY_QUEUES[0],
+        # Every broker key under the profile's prefix: the stack owns them and `clean` deletes them.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": cfg.redis_key_prefix,
+        # Redelivery of an unacknowledged message (a task whose worker died) is left to
+        # Airflow's heartbeat check and retries; this only silences the provider's warning.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "86400",
+    }
+    if cfg.celery_result_backend:
+        env["AIRFLOW__CELERY__RESULT_BACKEND"] = cfg.celery_result_backend
+    return env
+
+
+def worker_name(cfg: settings.Settings, index: int) -> str:
+    """The Celery node name of worker `index` (1-based): unique per stack, so stacks never mix."""
+    return f"{cfg.redis_key_prefix.strip(':_') or 'mlops'}-worker{index}@{socket.gethostname()}"
+
+
+def celery_workers(cfg: settings.Settings) -> list[Service]:
+    if not cfg.celery_broker_url:
+        return []
+    out = []
+    for i in range(1, cfg.celery_workers + 1):
+        out.append(Service(f"airflow-worker-{i}", [
+            _bin("airflow"), "celery", "worker", "--queues", ",".join(CELERY_QUEUES),
+            "--concurrency", str(cfg.celery_worker_concurrency), "--celery-hostname", worker_name(cfg, i),
+            "--pid", str(cfg.home / "run" / f"airflow-worker-{i}.celery.pid"),
+            # Task logs are written to the shared log folder the api-server reads: no log server
+            # (its fixed port 8793 would collide between two workers on one machine).
+            "--skip-serve-logs",
+        ], ""))
+    return out
 
 
 def services(cfg: settings.Settings) -> list[Service]:
@@ -106,6 +162,7 @@ def services(cfg: settings.Settings) -> list[Service]:
         Service("airflow-scheduler", [airflow, "scheduler"], ""),
         Service("airflow-dag-processor", [airflow, "dag-processor"], ""),
         Service("airflow-triggerer", [airflow, "triggerer"], ""),
+        *celery_workers(cfg),
     ]
     out.append(Service("model-server", [
         sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
@@ -148,6 +205,11 @@ def _env(cfg: settings.Settings) -> dict[str, str]:
     # MLflow 3's server otherwise starts a job runner with a dozen huey worker processes
     # (about 2 GB) for features this project does not use.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    # MLflow's telemetry client fetches its config in a thread of every process that imports
+    # mlflow; offline the fetch fails and the thread deletes _MLFLOW_TELEMETRY_SESSION_ID from
+    # os.environ while requests may be iterating it: "log-batch failed with exception
+    # '_MLFLOW_TELEMETRY_SESSION_ID'" in 3 of 8 candidate tasks of the celery bench.
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     return env
 
 
@@ -182,6 +244,43 @@ def wait_healthy(cfg: settings.Settings, timeout: float = 180, only: set[str] | 
         time.sleep(0.5)
     if pending:
         raise TimeoutError(f"not healthy after {timeout:.0f}s: {sorted(pending)}; logs in {cfg.home / 'logs'}")
+    workers = [s.name for s in celery_workers(cfg) if only is None or s.name in only]
+    if workers:
+        wait_workers(cfg, [int(n.rsplit("-", 1)[1]) for n in workers], max(deadline - time.monotonic(), 30))
+
+
+def ping_workers(cfg: settings.Settings, indexes: list[int], timeout: float = 10) -> set[str]:
+    """The Celery workers (node names) among `indexes` that answer `celery inspect ping`."""
+    names = [worker_name(cfg, i) for i in indexes]
+    argv = [_bin("celery"), "--app", "airflow.providers.celery.executors.celery_executor.app", "inspect", "ping",
+            "--timeout", str(timeout), "--json", "--destination", ",".join(names)]
+    out = subprocess.run(argv, env=_env(cfg), capture_output=True, text=True, cwd=cfg.home).stdout
+    import json
+
+    answered = set()
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                answered |= set(json.loads(line))
+            except ValueError:
+                pass
+    return answered & set(names)
+
+
+def wait_workers(cfg: settings.Settings, indexes: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    wanted = {worker_name(cfg, i) for i in indexes}
+    answered: set[str] = set()
+    while time.monotonic() < deadline:
+        for i in indexes:
+            if running_pid(cfg, f"airflow-worker-{i}") is None:
+                raise RuntimeError(f"airflow-worker-{i} exited; see {cfg.home / 'logs' / f'airflow-worker-{i}.log'}")
+        answered = ping_workers(cfg, indexes, timeout=3)
+        if answered >= wanted:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"Celery workers not answering after {timeout:.0f}s: {sorted(wanted - answered)}")
 
 
 def _start(cfg: settings.Settings, svc: Service, env: dict[str, str]) -> None:
@@ -191,11 +290,13 @@ def _start(cfg: settings.Settings, svc: Service, env: dict[str, str]) -> None:
     _pid_file(cfg, svc.name).write_text(str(proc.pid))
 
 
-def up(cfg: settings.Settings | None = None, timeout: float = 180) -> None:
+def up(cfg: settings.Settings | None = None, timeout: float = 180, extra_env: dict[str, str] | None = None) -> None:
+    """Start what is not running and wait until healthy. `extra_env` (benchmarks: another DAG
+    folder) goes to every service on top of the stack's own configuration."""
     cfg = cfg or settings.get()
     for sub in ("run", "logs", "mlflow/artifacts"):
         (cfg.home / sub).mkdir(parents=True, exist_ok=True)
-    env = _env(cfg)
+    env = {**_env(cfg), **(extra_env or {})}
     todo = [s for s in services(cfg) if running_pid(cfg, s.name) is None]
     if any(s.name == "s3" for s in todo):
         _start(cfg, next(s for s in todo if s.name == "s3"), env)
@@ -215,7 +316,10 @@ def _postgres_databases(cfg: settings.Settings) -> dict[str, str]:
     from urllib.parse import urlunparse
 
     found = {}
-    for url in (cfg.airflow_db_url, cfg.mlflow_backend_store_uri, cfg.feast_registry, cfg.feast_online_store):
+    urls = [cfg.airflow_db_url, cfg.mlflow_backend_store_uri, cfg.feast_registry, cfg.feast_online_store]
+    if cfg.celery_broker_url and cfg.celery_result_backend:
+        urls.append(cfg.celery_result_backend.removeprefix("db+"))
+    for url in urls:
         parsed = urlparse(url)
         if parsed.scheme.split("+")[0] in ("postgresql", "postgres"):
             server = urlunparse(("postgresql", parsed.netloc, "/postgres", "", "", ""))
@@ -258,6 +362,39 @@ def drop_databases(cfg: settings.Settings) -> list[str]:
     return dropped
 
 
+def _redis(url: str):
+    import redis
+
+    return redis.Redis.from_url(url)
+
+
+def redis_keys(cfg: settings.Settings) -> dict[str, list[bytes]]:
+    """The Redis keys this stack owns, by the URL of their database: the broker's keys (all under
+    MLOPS_REDIS_PREFIX) and the online rows of the Feast project (Feast ends each key with it)."""
+    owned: dict[str, list[bytes]] = {}
+    if cfg.celery_broker_url.startswith(("redis://", "rediss://")):
+        owned[cfg.celery_broker_url] = list(_redis(cfg.celery_broker_url).scan_iter(
+            match=_glob_escape(cfg.redis_key_prefix) + "*", count=1000))
+    if cfg.feast_online_store.startswith(("redis://", "rediss://")):
+        keys = _redis(cfg.feast_online_store).scan_iter(match="*" + _glob_escape(cfg.feast_project), count=1000)
+        owned.setdefault(cfg.feast_online_store, []).extend(keys)
+    return owned
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def drop_redis_keys(cfg: settings.Settings) -> int:
+    """Delete the Redis keys this stack owns (never a whole database). Returns how many."""
+    deleted = 0
+    for url, keys in redis_keys(cfg).items():
+        client = _redis(url)
+        for i in range(0, len(keys), 500):
+            deleted += client.delete(*keys[i:i + 500])
+    return deleted
+
+
 def create_buckets(cfg: settings.Settings) -> None:
     buckets = {urlparse(u).netloc for u in (cfg.storage_url, cfg.mlflow_artifacts_destination)
                if u.startswith("s3://")}
@@ -293,6 +430,9 @@ def down(cfg: settings.Settings | None = None, grace: float = 30) -> list[str]:
             os.killpg(pgid, signal.SIGKILL)
         _pid_file(cfg, name).unlink(missing_ok=True)
         stopped.append(name)
+    if cfg.drop_on_down:
+        drop_databases(cfg)
+        drop_redis_keys(cfg)
     return stopped
 
 
@@ -343,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(status(cfg).values()):
             raise SystemExit("the stack is running: `make down` first")
         print("dropped databases: " + (", ".join(drop_databases(cfg)) or "none"))
+        print(f"deleted Redis keys: {drop_redis_keys(cfg)}")
     elif args.command == "env":
         for k, v in sorted(airflow_env(cfg).items()):
             if "SECRET" not in k:

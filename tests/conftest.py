@@ -125,7 +125,9 @@ def profile_env(profile: str, home: Path) -> dict[str, str]:
     """The environment of a stack profile, on free ports, in `home`.
 
     `prod` reads ops/profiles/prod.env (Postgres + S3) and renames its databases with a
-    unique prefix, so a test run never touches databases it did not create.
+    unique prefix, so a test run never touches databases it did not create. `celery` reads
+    ops/profiles/celery.env the same way, and also gives the run Redis keys of its own: the
+    broker's key prefix and the Feast project (which ends every online key) carry the prefix.
     """
     env = {
         "MLOPS_HOME": str(home),
@@ -133,21 +135,25 @@ def profile_env(profile: str, home: Path) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
     }
-    if profile == "prod":
+    if profile in ("prod", "celery"):
         prefix = f"mlops_test_{os.getpid()}_{home.name[-6:].lower()}_"
         s3 = f"http://127.0.0.1:{free_port()}"
-        for line in (REPO / "ops" / "profiles" / "prod.env").read_text().splitlines():
+        for line in (REPO / "ops" / "profiles" / f"{profile}.env").read_text().splitlines():
             if line and not line.startswith("#"):
                 key, value = line.split("=", 1)
-                env.setdefault(key, value.replace("mlops_prod_", prefix).replace("http://127.0.0.1:9000", s3))
+                env.setdefault(key, value.replace(f"mlops_{profile}_", prefix).replace("http://127.0.0.1:9000", s3))
         env["MLOPS_HOME"] = str(home)
+    if profile == "celery":
+        env["MLOPS_REDIS_PREFIX"] = f"{prefix}:"
+        env["MLOPS_FEAST_PROJECT"] = f"fd_{prefix}"
     return env
 
 
-@pytest.fixture(scope="module", params=["embedded", "prod"])
+@pytest.fixture(scope="module", params=["embedded", "prod", "celery"])
 def local_stack(request, tmp_path_factory, samples_dir):
     """The real stack (Airflow's four components, MLflow, the model server; with `prod` also
-    Postgres databases and an S3-compatible server) on free ports in a temporary MLOPS_HOME.
+    Postgres databases and an S3-compatible server; with `celery` also the CeleryExecutor, two
+    workers and Redis keys) on free ports in a temporary MLOPS_HOME.
     Yields the settings; stops every process and drops what it created afterwards."""
     from ops import stack
 

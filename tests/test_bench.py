@@ -49,3 +49,10 @@ def test_per_task_reports_the_median_wait_and_run_of_every_task_on_the_path():
 
     assert [r["task"] for r in rows] == [f"{d}.{t}" for d, path in PATH.items() for t, _ in path]
     assert all(abs(r["wait_s"] - 0.3) < 1e-6 and abs(r["run_s"] - 1.0) < 1e-6 for r in rows)
+
+
+def test_scaling_efficiency_is_one_when_two_workers_halve_the_time():
+    from bench.celery_bench import efficiency
+
+    assert efficiency(100.0, 50.0) == 1.0
+    assert efficiency(100.0, 100.0) == 0.5

@@ -98,13 +98,15 @@ def log_candidate(
     signature = infer_signature(input_example, model.predict_proba(input_example))
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as run:
         mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
         info = mlflow.sklearn.log_model(
             sk_model=model, name=MODEL_ARTIFACT, signature=signature, input_example=input_example,
             pip_requirements=pip_requirements(), serialization_format="cloudpickle",
             # pyfunc (mlflow models serve) answers probabilities, like predict_proba.
             pyfunc_predict_fn="predict_proba",
         )
+        # After the model, linked to it: log_model copies the run's earlier metrics onto the
+        # logged model by logging them again, which a Postgres backend rejects as duplicate keys.
+        mlflow.log_metrics(metrics, model_id=info.model_id)
         with tempfile.TemporaryDirectory(prefix="reference-") as tmp:
             path = Path(tmp) / REFERENCE_FILE
             reference.to_parquet(path, index=False)

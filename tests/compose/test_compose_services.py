@@ -80,9 +80,12 @@ def test_airflow_components_run_their_command(services):
         assert command_text(services[name]) == command
 
 
-def test_executor_needs_no_worker(services):
+def test_default_executor_needs_no_worker(services):
+    """Without a profile: the LocalExecutor. Only the profile `celery` brings workers and a broker."""
     executors = {service_environment(services[n]).get("AIRFLOW__CORE__EXECUTOR") for n in AIRFLOW_SERVICES}
     assert executors == {"LocalExecutor"}, "another executor would need its worker service (and a broker)"
+    needs_broker = [n for n, s in services.items() if "celery" in command_text(s) or n == "redis"]
+    assert needs_broker and all(services[n].get("profiles") == ["celery"] for n in needs_broker), needs_broker
 
 
 def test_airflow_components_share_one_configuration(services):
@@ -143,12 +146,19 @@ def test_depends_on_names_real_services(services):
             assert dep != name
 
 
-def test_one_project_image_built_from_the_dockerfile(services):
-    images = {services[n]["image"] for n in PROJECT_IMAGE_SERVICES}
+def test_one_project_image_built_from_the_dockerfile_once(services):
+    """One service builds the image; the others name it and never pull it: some Compose
+    implementations build once per service with `build:`, the same image seven times at once."""
+    project = [*PROJECT_IMAGE_SERVICES, "airflow-worker-1", "airflow-worker-2"]
+    images = {services[n]["image"] for n in project}
     assert len(images) == 1
-    for name in PROJECT_IMAGE_SERVICES:
-        build = services[name]["build"]
-        assert build["context"] == "." and build["dockerfile"] == "Dockerfile", name
+    builders = [n for n, s in services.items() if "build" in s]
+    assert builders == ["airflow-init"], builders
+    build = services["airflow-init"]["build"]
+    assert build["context"] == "." and build["dockerfile"] == "Dockerfile"
+    for name in project:
+        if name != "airflow-init":
+            assert services[name]["pull_policy"] == "never", name
     assert command_text(services["model-server"]).startswith("uvicorn serving.app:app --host 0.0.0.0 --port 8000")
     assert command_text(services["mlflow"]).startswith("mlflow server --host 0.0.0.0 --port 5000")
     mlflow_env = service_environment(services["mlflow"])
