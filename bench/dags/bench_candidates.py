@@ -24,7 +24,7 @@ def bench_candidates():
     @task
     def build(model: str, dag_run=None) -> dict:
         from training.events import read_trigger
-        from training.steps import build_training_set
+        from training.tasks import build_training_set
 
         trigger = read_trigger({}, None)
         return {"trigger": trigger, "dataset": build_training_set(f"{dag_run.run_id}-{model}", trigger)}
@@ -35,7 +35,7 @@ def bench_candidates():
 
     @task
     def train(combo: dict) -> dict:
-        from training.steps import train_candidate
+        from training.tasks import train_candidate
 
         return train_candidate(combo["family"], combo["dataset"], combo["trigger"])
 
