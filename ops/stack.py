@@ -159,9 +159,11 @@ def services(cfg: settings.Settings) -> list[Service]:
             "--artifacts-destination", cfg.mlflow_artifacts_destination,
         ], f"{cfg.mlflow_tracking_uri}/health"),
         Service("airflow-api-server", [airflow, "api-server"], f"{cfg.airflow_url}/api/v2/monitor/health"),
-        Service("airflow-scheduler", [airflow, "scheduler"], ""),
+        # No log servers: the api-server reads the task logs from the shared log folder, and Airflow
+        # binds its log servers (8793, 8794) to every interface.
+        Service("airflow-scheduler", [airflow, "scheduler", "--skip-serve-logs"], ""),
         Service("airflow-dag-processor", [airflow, "dag-processor"], ""),
-        Service("airflow-triggerer", [airflow, "triggerer"], ""),
+        Service("airflow-triggerer", [airflow, "triggerer", "--skip-serve-logs"], ""),
         *celery_workers(cfg),
     ]
     out.append(Service("model-server", [
@@ -302,6 +304,7 @@ def up(cfg: settings.Settings | None = None, timeout: float = 180, extra_env: di
         _start(cfg, next(s for s in todo if s.name == "s3"), env)
         wait_healthy(cfg, 60, only={"s3"})
     create_buckets(cfg)
+    create_landing_zone(cfg)
     create_databases(cfg)
     if any(s.name.startswith("airflow") for s in todo):
         _migrate(cfg, env)
@@ -309,6 +312,17 @@ def up(cfg: settings.Settings | None = None, timeout: float = 180, extra_env: di
         if svc.name != "s3":
             _start(cfg, svc, env)
     wait_healthy(cfg, timeout)
+
+
+def create_landing_zone(cfg: settings.Settings) -> str:
+    """The landing folder users copy files into exists once the stack is up (S3 needs no folder)."""
+    import storage
+
+    store = storage.Storage.from_settings(cfg)
+    url = store.url("landing")
+    if store.protocol == "file":
+        store.fs.makedirs(store._path(url), exist_ok=True)
+    return url
 
 
 def _postgres_databases(cfg: settings.Settings) -> dict[str, str]:

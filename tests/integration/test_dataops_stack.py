@@ -39,6 +39,32 @@ def wait_for_run_that_ingested(client: AirflowClient, after: str, timeout: float
     raise TimeoutError("no dataops run ingested the dropped file")
 
 
+def _group_pids(pgid: int) -> set[int]:
+    import subprocess
+
+    out = subprocess.run(["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_the_stack_listens_on_loopback_only_and_the_landing_zone_exists(local_stack):
+    """What a new user meets after `make up`: the landing folder the README copies into, no open ports."""
+    import re
+    import subprocess
+
+    from ops import stack
+
+    cfg = local_stack
+    store = storage.get()
+    if store.protocol == "file":
+        assert store.fs.isdir(store._path(store.url("landing")))
+    pids = {p for pid in stack.status(cfg).values() if pid for p in _group_pids(pid)}
+    listeners = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+    ours = [line for line in listeners if any(f"pid={p}," in line for p in pids)]
+    assert ours, "no listener of the stack found"
+    addresses = [line.split()[3] for line in ours]
+    assert all(re.match(r"(127\.0\.0\.1|\[::1\]|\[::ffff:127\.0\.0\.1\]):\d+$", a) for a in addresses), addresses
+
+
 def test_landing_to_feature_table(local_stack):
     client = AirflowClient()
     store = storage.get()
@@ -79,3 +105,4 @@ def test_landing_to_feature_table(local_stack):
     assert len(client.asset_events("feature_table")) == 1
     assert store.list_files(store.url("landing")) == []
     assert len(store.list_files(store.url("processed", "_duplicates"))) == 1
+
