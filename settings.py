@@ -28,6 +28,10 @@ def _int(name: str, default: int) -> int:
     return int(_env(name, str(default)))
 
 
+def _bool(name: str, default: bool) -> bool:
+    return _env(name, "true" if default else "false").lower() in ("1", "true", "yes")
+
+
 @dataclass(frozen=True)
 class Settings:
     # -- where things live
@@ -97,9 +101,9 @@ def load() -> Settings:
         airflow_url=_env("MLOPS_AIRFLOW_URL", "http://127.0.0.1:8080").rstrip("/"),
         airflow_db_url=_env("MLOPS_AIRFLOW_DB_URL", f"sqlite:///{home / 'airflow' / 'airflow.db'}"),
         db_prefix=_env("MLOPS_DB_PREFIX", "mlops_"),
-        local_s3_server=_env("MLOPS_LOCAL_S3_SERVER", "false").lower() in ("1", "true", "yes"),
-        preload_task_libraries=_env("MLOPS_PRELOAD_TASK_LIBRARIES", "true").lower() in ("1", "true", "yes"),
-        drop_on_down=_env("MLOPS_DROP_ON_DOWN", "false").lower() in ("1", "true", "yes"),
+        local_s3_server=_bool("MLOPS_LOCAL_S3_SERVER", False),
+        preload_task_libraries=_bool("MLOPS_PRELOAD_TASK_LIBRARIES", True),
+        drop_on_down=_bool("MLOPS_DROP_ON_DOWN", False),
         celery_broker_url=_env("MLOPS_CELERY_BROKER_URL", ""),
         celery_result_backend=_env("MLOPS_CELERY_RESULT_BACKEND", ""),
         redis_key_prefix=_env("MLOPS_REDIS_PREFIX", "mlops:"),
