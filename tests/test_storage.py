@@ -6,7 +6,7 @@ import pytest
 
 import storage
 from features.landing import candidate_files
-from support import free_port, use_home
+from support import free_port, reload_settings, use_home
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,13 @@ def s3_endpoint():
 
 @pytest.fixture(params=["file", "s3"])
 def store(request, tmp_path, monkeypatch) -> storage.Storage:
+    """A storage on file:// or s3://; afterwards the settings of the session again (later tests read them)."""
+    yield _store(request, tmp_path, monkeypatch)
+    monkeypatch.undo()
+    reload_settings()
+
+
+def _store(request, tmp_path, monkeypatch) -> storage.Storage:
     if request.param == "file":
         use_home(monkeypatch, tmp_path)
         return storage.get()

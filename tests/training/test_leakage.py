@@ -22,8 +22,10 @@ WEATHER_TTL = pd.Timedelta(hours=3)  # features.repo.weather_hourly
 
 
 def test_training_sees_only_weather_observed_by_the_as_of_time(feature_data):
+    import settings
     from training.dataset import AS_OF, labelled_flights_between, with_features
 
+    assert settings.get().home == feature_data["home"], "an earlier test left the settings pointing elsewhere"
     flights = labelled_flights_between(pd.Timestamp("2013-02-01", tz="UTC"), pd.Timestamp("2013-03-01", tz="UTC"))
     flights = flights.sample(3000, random_state=0)
     joined = with_features(flights)
