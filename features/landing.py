@@ -2,7 +2,10 @@
 
 Works on any fsspec URL (`file://` or `s3://`). A file is picked up only once
 its size and modification stamp have held still for `stable_seconds`, so a
-file still being copied is never read half-way. Hidden files (`.name`) and
+file still being copied is never read half-way. Files dropped together make one
+batch: the trigger fires when every file it sees is stable, that is when the
+landing zone has been quiet for `stable_seconds` (a file that keeps changing
+holds the others back for at most `SETTLE_FACTOR` times that). Hidden files (`.name`) and
 `*.tmp` / `*.part` files are ignored: writers use them while copying.
 This module is imported by the DAG file, so it stays light (no pandas).
 """
@@ -22,6 +25,7 @@ from airflow.triggers.base import BaseTrigger, StartTriggerArgs, TriggerEvent
 import storage
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".crdownload", ".reason.json")
+SETTLE_FACTOR = 10
 
 
 def candidate_files(landing_url: str) -> dict[str, tuple]:
@@ -66,7 +70,9 @@ class LandingFilesTrigger(BaseTrigger):
                 for url, sig in files.items()
             }
             ready = sorted(u for u, (_, t0) in first_seen.items() if now - t0 >= self.stable_seconds)
-            if ready:
+            settling = len(ready) < len(first_seen)
+            ready_for = max((now - t0 - self.stable_seconds for _, t0 in first_seen.values()), default=0.0)
+            if ready and (not settling or ready_for >= (SETTLE_FACTOR - 1) * self.stable_seconds):
                 self.log.info("landing files ready: %s", ready)
                 yield TriggerEvent({"files": ready})
                 return

@@ -54,3 +54,41 @@ def test_a_file_still_growing_is_not_reported(home):
     payload, after_last_write = asyncio.run(write_then_wait())
     assert payload == {"files": [growing]}
     assert after_last_write >= 1.0
+
+
+def test_files_dropped_a_moment_apart_make_one_batch(home):
+    """A month's flights and weather, then the next month's, copied one after the other: one batch."""
+    store = storage.get()
+    names = ["flights_2013-01.parquet", "weather_2013-01.parquet", "flights_2013-02.parquet",
+             "weather_2013-02.parquet"]
+    trigger = LandingFilesTrigger(store.url("landing"), poll_seconds=0.1, stable_seconds=0.5)
+
+    async def drop_one_by_one():
+        task = asyncio.ensure_future(_first_event(trigger, timeout=15))
+        for name in names:  # each arrives after the previous one has been stable for a while
+            store.write_bytes(store.url("landing", name), b"data")
+            await asyncio.sleep(0.3)
+        payload, _ = await task
+        return payload
+
+    assert asyncio.run(drop_one_by_one()) == {"files": sorted(store.url("landing", n) for n in names)}
+
+
+def test_a_file_that_keeps_changing_holds_the_others_back_only_so_long(home):
+    store = storage.get()
+    done = store.url("landing", "flights_2013-01.parquet")
+    growing = store.url("landing", "flights_2013-02.parquet")
+    trigger = LandingFilesTrigger(store.url("landing"), poll_seconds=0.1, stable_seconds=0.2)
+
+    async def one_done_one_growing():
+        store.write_bytes(done, b"complete")
+        task = asyncio.ensure_future(_first_event(trigger, timeout=15))
+        for size in range(1, 40):  # changes every 0.1 s, for longer than the settle bound (2 s)
+            store.write_bytes(growing, b"x" * size)
+            await asyncio.sleep(0.1)
+            if task.done():
+                break
+        return await task
+
+    payload, waited = asyncio.run(one_done_one_growing())
+    assert payload == {"files": [done]} and waited < 3.5
