@@ -106,6 +106,12 @@ def flight_rows(flights: pd.DataFrame, batch_id: str) -> pd.DataFrame:
     return pd.concat([out, request_features(sched, f["distance"])], axis=1)
 
 
+def utc(stamp) -> pd.Timestamp:
+    """One timestamp as UTC; a naive one is taken to be UTC already."""
+    ts = pd.Timestamp(stamp)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def as_of(sched_dep_ts: pd.Series) -> pd.Series:
     """When a flight's prediction is asked: `PREDICTION_LEAD` before its scheduled departure."""
     return (pd.to_datetime(sched_dep_ts, utc=True) - PREDICTION_LEAD).astype(TS)

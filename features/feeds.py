@@ -34,6 +34,7 @@ import pandas as pd
 
 import storage
 from features import compute, names
+from features.compute import utc
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +79,6 @@ class Checked:
     accepted: pd.DataFrame | None = None  # typed feed rows
     rejected: pd.DataFrame | None = None  # the input rows plus a `reason` column
     batch_error: str | None = None
-
-
-def utc(clock) -> pd.Timestamp:
-    ts = pd.Timestamp(clock)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def schema_problem(feed: Feed, df: pd.DataFrame) -> str | None:

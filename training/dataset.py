@@ -131,6 +131,7 @@ def labelled_flights_between(start: pd.Timestamp, end: pd.Timestamp, as_of: pd.T
     """
     import pyarrow.dataset as ds
 
+    from features.compute import utc
     from features.store import FLIGHTS_TABLE, read_offline_table
 
     start, end = utc(start), utc(end)
@@ -157,8 +158,3 @@ def holdout(start, end, as_of=None, cap: int | None = None) -> pd.DataFrame:
     if flights.empty:
         raise NoTrainingData(f"no labelled flights in the feature store between {start} and {end}")
     return with_features(flights)
-
-
-def utc(stamp) -> pd.Timestamp:
-    ts = pd.Timestamp(stamp)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
