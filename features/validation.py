@@ -106,7 +106,9 @@ def detect_kind(columns) -> tuple[str | None, str | None]:
     for kind, schema in SCHEMAS.items():
         if set(schema) <= cols:
             return kind, None
-    closest = min(SCHEMAS, key=lambda k: len(set(SCHEMAS[k]) - cols))
+    # The kind with the largest share of its columns present (a flights file with two columns
+    # named no kind's "closest" by the count of missing columns: weather has fewer of them).
+    closest = max(SCHEMAS, key=lambda k: len(set(SCHEMAS[k]) & cols) / len(SCHEMAS[k]))
     missing = sorted(set(SCHEMAS[closest]) - cols)
     return None, f"schema: columns match no known kind; closest is {closest}, missing {missing}"
 

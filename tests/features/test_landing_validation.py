@@ -102,3 +102,10 @@ def test_rows_are_always_accounted_for(flights):
 def test_empty_file_is_rejected(flights):
     result = validation.validate("f.parquet", parquet(flights.head(0)))
     assert result.file_error.startswith("empty")
+
+
+def test_a_file_matching_no_kind_names_the_kind_it_resembles():
+    from features.validation import detect_kind
+
+    kind, reason = detect_kind(["carrier", "flight", "whatever"])
+    assert kind is None and "closest is flights" in reason and "'dep_delay'" in reason
