@@ -144,7 +144,9 @@ def _rolling(outcomes: pd.DataFrame, key: str, window: timedelta) -> pd.DataFram
     """Per key and hour: late count, flights and delay sum over the trailing window.
 
     Outcomes are bucketed to the end of the hour in which they became known, so
-    the value stamped at hour H uses only outcomes known by H.
+    the value stamped at hour H uses only outcomes known by H. The window is
+    (H - window, H], like a time-based pandas rolling sum; it is computed with
+    cumulative sums per key (exact: the sums are of whole numbers).
     """
     o = outcomes[[key, "outcome_at", LABEL, "arr_delay"]].copy()
     o["event_timestamp"] = o["outcome_at"].dt.floor("h") + pd.Timedelta(hours=1)
@@ -155,14 +157,20 @@ def _rolling(outcomes: pd.DataFrame, key: str, window: timedelta) -> pd.DataFram
         .agg(late=(LABEL, "sum"), n=(LABEL, "size"), delay=("delay", "sum"), has_delay=("has_delay", "sum"))
         .reset_index()
     )
-    parts = []
-    for value, g in hourly.groupby(key, sort=False):
-        r = g.set_index("event_timestamp")[["late", "n", "delay", "has_delay"]].rolling(window).sum()
-        r[key] = value
-        parts.append(r.reset_index())
-    if not parts:
-        return pd.DataFrame(columns=[key, "event_timestamp", "late", "n", "delay", "has_delay"])
-    return pd.concat(parts, ignore_index=True)
+    sums = ["late", "n", "delay", "has_delay"]
+    if hourly.empty:
+        return pd.DataFrame(columns=[key, "event_timestamp", *sums])
+    # One sortable number per (key, hour): the key's code, then the hour.
+    code = hourly[key].astype("category").cat.codes.to_numpy().astype("int64")
+    hours = (_utc_naive(hourly["event_timestamp"]).astype("datetime64[h]").astype("int64"))
+    span = int(hours.max() - hours.min()) + int(window / timedelta(hours=1)) + 2
+    position = code * span + (hours - hours.min())
+    start = np.searchsorted(position, position - int(window / timedelta(hours=1)), side="right")
+    out = hourly[[key, "event_timestamp"]].copy()
+    for col in sums:
+        cum = np.concatenate([[0.0], np.cumsum(hourly[col].to_numpy(dtype="float64"))])
+        out[col] = cum[np.arange(1, len(hourly) + 1)] - cum[start]
+    return out
 
 
 def delay_stats(
@@ -208,7 +216,12 @@ def delay_stats(
 
 def _utc_naive(ts) -> np.ndarray:
     """Timestamps as naive UTC datetime64[us] values, for searchsorted."""
-    return pd.to_datetime(pd.Series(ts), utc=True).dt.tz_localize(None).to_numpy("datetime64[us]")
+    s = pd.Series(ts)
+    if isinstance(s.dtype, pd.DatetimeTZDtype):  # the common case; to_datetime would walk every value
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+    else:
+        s = pd.to_datetime(s, utc=True).dt.tz_localize(None)
+    return s.to_numpy("datetime64[us]")
 
 
 def congestion_grid(start: pd.Timestamp, end: pd.Timestamp, origins) -> pd.DataFrame:
