@@ -27,6 +27,8 @@ VIEW_NAMES = (WEATHER_VIEW, PLANE_VIEW, CARRIER_VIEW, ROUTE_VIEW, CONGESTION_VIE
 # Push sources of the live feeds (features.feeds); each is backed by its view's batch source.
 WEATHER_PUSH = "weather_hourly_push"
 CONGESTION_PUSH = "origin_congestion_push"
+CARRIER_PUSH = "carrier_delay_stats_push"
+ROUTE_PUSH = "route_delay_stats_push"
 
 WEATHER_FEATURES = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
 PLANE_FEATURES = ["plane_year", "seats", "engines"]

@@ -6,8 +6,9 @@ offline store, read by duckdb; their paths are relative (the table name), and
 Feast resolves them against `RepoConfig.repo_path`, which `features.store`
 sets to the offline directory. The names come from `features.names`.
 
-The live feeds (`features.feeds`) reach weather and origin congestion through
-push sources; each push source is backed by the view's batch source, so the
+The live feeds (`features.feeds`) reach weather, origin congestion and the
+carrier and route delay rates (computed from the outcomes feed) through push
+sources; each push source is backed by the view's batch source, so the
 dataops batches and the pushed rows land in the same offline table and training
 keeps the whole history.
 """
@@ -68,6 +69,8 @@ plane_attributes = FeatureView(
     description="Year built, seats and engines of the aircraft",
 )
 
+carrier_push = PushSource(name=names.CARRIER_PUSH, batch_source=_source(names.CARRIER_VIEW, created=True),
+                          description="Carrier delay rates, pushed each hour from the outcomes known by then")
 carrier_delay_stats = FeatureView(
     name=names.CARRIER_VIEW,
     entities=[carrier],
@@ -75,16 +78,18 @@ carrier_delay_stats = FeatureView(
     # hourly, so a day is plenty, and a 7-day TTL made the join five times slower.
     ttl=timedelta(days=1),
     schema=_schema(names.CARRIER, names.CARRIER_FEATURES),
-    source=_source(names.CARRIER_VIEW, created=True),
+    source=carrier_push,
     description="Share of the carrier's flights late over the trailing 7 days (outcomes known by then)",
 )
 
+route_push = PushSource(name=names.ROUTE_PUSH, batch_source=_source(names.ROUTE_VIEW, created=True),
+                        description="Route delay rates, pushed each hour from the outcomes known by then")
 route_delay_stats = FeatureView(
     name=names.ROUTE_VIEW,
     entities=[route],
     ttl=timedelta(days=2),  # quiet routes publish less often than carriers
     schema=_schema(names.ROUTE, names.ROUTE_FEATURES),
-    source=_source(names.ROUTE_VIEW, created=True),
+    source=route_push,
     description="Late share and mean arrival delay on the route over the trailing 28 days",
 )
 

@@ -122,12 +122,16 @@ def _to_utc(series: pd.Series) -> pd.Series:
 
 def validate(name: str, data: bytes, now: datetime | None = None) -> ValidationResult:
     """Validate one file's bytes. Never raises for bad content: it reports it."""
-    result = ValidationResult(name=name)
     try:
         raw = parse_landing_file(name, data)
     except Exception as exc:  # any reader error means the file is unreadable
-        result.file_error = f"unreadable: {type(exc).__name__}: {exc}"
-        return result
+        return ValidationResult(name=name, file_error=f"unreadable: {type(exc).__name__}: {exc}")
+    return validate_frame(name, raw, now)
+
+
+def validate_frame(name: str, raw: pd.DataFrame, now: datetime | None = None) -> ValidationResult:
+    """Validate the rows of a landing file, or of a feed batch of the same kind (`features.feeds`)."""
+    result = ValidationResult(name=name)
     result.rows_in = len(raw)
     kind, problem = detect_kind(raw.columns)
     if kind is None:

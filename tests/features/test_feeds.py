@@ -7,7 +7,7 @@ import pytest
 
 import storage
 from features import compute, feeds, names
-from features.store import feature_store, read_offline_table
+from features.store import feature_store, read_offline_table, table_dir
 
 HOUR = pd.Timestamp("2013-01-10 14:51", tz="UTC")  # the observation of 14:00 UTC, known at 14:51
 
@@ -169,3 +169,62 @@ def test_congestion_feed_rejects_rows_from_the_future_of_its_clock(store, januar
     assert result.reason_counts == {"future": 3}
     got = online(store, names.CONGESTION_VIEW, names.CONGESTION_FEATURES[:1], names.ORIGINS)
     assert (got[f"{names.CONGESTION_FEATURES[0]}__ts"] == epoch(clock)).all()
+
+
+# -- the outcomes feed: labels as flights arrive, and the delay rates they move --------------------------
+@pytest.fixture(scope="module")
+def january_raw(samples_dir) -> pd.DataFrame:
+    return pd.read_parquet(samples_dir / "flights_2013-01.parquet")
+
+
+def test_outcomes_pushed_hour_by_hour_give_the_labels_and_the_rates_a_batch_of_the_same_flights_gives(
+        store, january_raw):
+    start = pd.Timestamp("2013-01-10 00:00", tz="UTC")
+    hours = pd.date_range(start + pd.Timedelta(hours=1), start + pd.Timedelta(hours=12), freq="h")
+    delivered = 0
+    for clock in hours:
+        rows = feeds.outcome_feed_rows(january_raw, clock - pd.Timedelta(hours=1), clock)
+        if rows.empty:
+            continue
+        result = feeds.push_outcomes(rows, clock=clock, store=store)
+        assert result.rows_quarantined == 0 and result.rows_pushed == len(rows)
+        delivered += len(rows)
+
+    labelled = read_offline_table("flights")
+    assert len(labelled) == labelled["flight_id"].nunique() == delivered > 100
+    assert (labelled["outcome_at"] <= hours[-1]).all() and (labelled["outcome_at"] > start).all()
+    assert [p.name for p in table_dir("flights").glob("*.parquet")] == ["feed_outcomes__20130110.parquet"]
+    # The carrier rates pushed hour by hour are the rates of one batch of the same flights.
+    carrier, _ = compute.delay_stats(labelled, None, pd.Timestamp.now(tz="UTC"))
+    pushed = read_offline_table(names.CARRIER_VIEW).sort_values(["carrier", "event_timestamp"])
+    want = carrier.sort_values(["carrier", "event_timestamp"])
+    assert len(pushed) == len(want) > 0
+    assert pushed["carrier_late_rate_7d"].to_numpy() == pytest.approx(want["carrier_late_rate_7d"].to_numpy())
+    # Online: each carrier's latest rate, stamped with its hour.
+    refs = [f"{names.CARRIER_VIEW}:carrier_late_rate_7d"]
+    got = pd.DataFrame(store.get_online_features(refs, [{names.CARRIER: "UA"}]).to_dict(include_event_timestamps=True))
+    ua = want[want["carrier"] == "UA"].iloc[-1]
+    assert got["carrier_late_rate_7d"].iloc[0] == pytest.approx(ua["carrier_late_rate_7d"])
+    assert got["carrier_late_rate_7d__ts"].iloc[0] == epoch(ua["event_timestamp"])
+
+
+def test_bad_outcomes_are_quarantined_with_a_reason_and_move_nothing_online(store, january_raw):
+    clock = pd.Timestamp("2013-01-10 20:00", tz="UTC")
+    rows = feeds.outcome_feed_rows(january_raw, clock - pd.Timedelta(hours=1), clock)
+    future = feeds.outcome_feed_rows(january_raw, clock, clock + pd.Timedelta(hours=1)).head(2)
+    spoiled = rows.head(3).copy()
+    spoiled.loc[spoiled.index[0], "carrier"] = "U!"
+    batch = pd.concat([spoiled, future], ignore_index=True)
+
+    result = feeds.push_outcomes(batch, clock=clock, store=store)
+
+    assert (result.rows_in, result.rows_pushed, result.rows_quarantined) == (5, 2, 3)
+    quarantined = storage.get().read_parquet(result.quarantined_at)
+    reasons = sorted(r.split(":")[0] for r in quarantined["reason"])
+    assert reasons == ["format", "future", "future"], list(quarantined["reason"])
+    assert result.reason_counts == {"format": 1, "future": 2}
+    assert len(read_offline_table("flights")) == 2
+
+    whole = feeds.push_outcomes(pd.DataFrame({"origin": ["JFK"], "temp": [3.0]}), clock=clock, store=store)
+    assert whole.rows_pushed == 0 and whole.reason.startswith("schema:")
+    assert len(read_offline_table("flights")) == 2
