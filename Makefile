@@ -8,10 +8,10 @@ MONTH ?= 2013-02
 # PROFILE=celery on Airflow's CeleryExecutor with two workers, Redis and Postgres (ops/profiles/celery.env).
 PROFILE ?= embedded
 WITH_PROFILE := $(if $(filter-out embedded,$(PROFILE)),set -a && . ops/profiles/$(PROFILE).env && set +a &&,)
-RATE ?= 50
-LIMIT ?= 0
+SPEED ?= 3600
+DAYS ?= 0
 
-.PHONY: venv up down status drop demo test test-fast bench lineage traffic lock clean
+.PHONY: venv up down status drop demo test test-fast bench lineage replay lock clean
 
 .venv/.installed: requirements.lock
 	bash ops/venv.sh
@@ -40,8 +40,8 @@ test: venv ## the whole suite, including the integration tests on real services
 test-fast: venv ## unit tests only
 	$(PY) -m pytest -m "not integration and not e2e"
 
-traffic: venv ## replay MONTH's flights against the model server at RATE requests/s
-	$(WITH_PROFILE) $(PY) -m ops.traffic --month $(MONTH) --rate $(RATE) $(if $(filter-out 0,$(LIMIT)),--limit $(LIMIT),)
+replay: venv ## walk MONTH in event time: live feeds, each flight's request at its time, outcomes as flights arrive
+	$(WITH_PROFILE) $(PY) -m ops.replay --month $(MONTH) --speed $(SPEED) $(if $(filter-out 0,$(DAYS)),--days $(DAYS),)
 
 lineage: venv ## follow the asset events back from the production model
 	$(WITH_PROFILE) $(PY) -m ops.lineage

@@ -3,7 +3,9 @@
 1. Bring the stack up.
 2. Drop the first months not yet ingested; follow feature_table -> training ->
    registered_model -> serving -> deployed_model.
-3. Replay a later month, whose weather has drifted, against the model server.
+3. Replay the first days of a later month, whose weather has drifted, on the replay
+   clock (`ops.replay`): live feeds, each flight asked at its time, outcomes as
+   flights arrive.
 4. Follow monitoring -> drift_report -> training -> registered_model -> serving
    -> deployed_model.
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 import settings
 import storage
 from features import samples
-from ops import stack
+from features.names import LABEL
+from ops import replay, stack
 from ops.airflow_api import AirflowClient
 
 T0 = time.monotonic()
@@ -143,6 +145,22 @@ def follow_deployment(f: Follower, reg_after: int, dep_after: int, since: str, w
     return deployed
 
 
+def served_rows_labelled(cfg: settings.Settings, played: replay.ReplayResult) -> tuple[int, int]:
+    """How many of the replay's requests are in the prediction log, and how many of those have their label."""
+    import pandas as pd
+
+    from monitoring import inference
+
+    urls = [f["url"] for v in played.versions for f in inference.log_files(v)]
+    rows = inference.read_window(urls)
+    if rows.empty:
+        return 0, 0
+    as_of = pd.to_datetime(rows["as_of"], utc=True)
+    rows = rows[(as_of >= pd.Timestamp(played.start)) & (as_of < pd.Timestamp(played.end))]
+    rows = inference.attach_labels(rows)
+    return len(rows), int(rows[LABEL].notna().sum())
+
+
 def run(args) -> int:
     cfg = settings.get()
     say("stack", "starting (Airflow, MLflow, model server)")
@@ -170,14 +188,20 @@ def run(args) -> int:
         say("drop", "every month is already ingested; going straight to traffic")
 
     marks = {a: f.last_id(a) for a in ("registered_model", "deployed_model", "drift_report")}
-    say("traffic", f"replaying {args.traffic_month} at {args.rate}/s ({args.requests} requests)")
-    subprocess.run([sys.executable, "-m", "ops.traffic", "--month", args.traffic_month, "--rate", str(args.rate),
-                    "--limit", str(args.requests)], check=True)
+    say("replay", f"{args.replay_month}, first {args.days:g} days at {args.speed:g}x: feeds, requests at their "
+                  f"time, outcomes as flights arrive")
+    played = replay.run(args.replay_month, days=args.days, speed=args.speed)
+    say("replay", f"{played.answered}/{played.requests} answered, {sum(played.errors.values())} errors, "
+                  f"fresh features on {100 * played.fresh_share:.1f}%, p50 {played.p50_ms:.1f} ms "
+                  f"p99 {played.p99_ms:.1f} ms"
+                  + (f"; stale: {', '.join(f'{v} {n}' for v, n in played.stale_views.items())}"
+                     if played.stale_views else ""))
     since = utc_now()
     drift = f.wait("drift_report", marks["drift_report"], 300, "monitoring")
     x = drift["extra"]
     say("drift_report", describe_drift(x))
     follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "drift")
+    served, labelled = served_rows_labelled(cfg, played)
 
     latest = f.client.asset_events("deployed_model")
     after_version = latest[-1]["extra"].get("version") if latest else None
@@ -186,6 +210,8 @@ def run(args) -> int:
     print(f"MLflow model    {cfg.mlflow_tracking_uri}/#/models/{cfg.model_name}")
     print(f"Drift report    {x['report_path']}")
     print(f"Served version  before: {before_version or 'none'}  after: {after_version}")
+    print(f"Served rows     {played.answered} answered, {100 * played.fresh_share:.1f}% with fresh features "
+          f"(within each view's TTL); {labelled} of the {served} logged have their label")
     print(f"Total           {time.monotonic() - T0:.0f}s")
     return 0
 
@@ -193,9 +219,9 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.demo")
     parser.add_argument("--months", type=int, default=2, help="how many new months to drop first")
-    parser.add_argument("--traffic-month", default="2013-07")
-    parser.add_argument("--rate", type=float, default=100)
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--replay-month", default="2013-07")
+    parser.add_argument("--days", type=float, default=3, help="how many days of the month to replay")
+    parser.add_argument("--speed", type=float, default=3600, help="simulated seconds per real second")
     args = parser.parse_args(argv)
     try:
         return run(args)

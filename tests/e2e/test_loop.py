@@ -1,11 +1,15 @@
 """The whole loop on the real stack, as `make demo` runs it, in both profiles.
 
-Data is dropped, the first model is trained and deployed, a drifted month of
-traffic is replayed against the model server, and the drift report must start a
-retraining that ends with a newer version in production.
+Data is dropped, the first model is trained and deployed, the first days of a
+drifted month are replayed on the replay clock (feeds, requests at their time,
+outcomes as flights arrive), and the drift report must start a retraining that
+ends with a newer version in production. The served rows' features must be fresh
+and their labels must have reached them.
 """
 
 from __future__ import annotations
+
+import re
 
 import httpx
 import pytest
@@ -20,9 +24,15 @@ CHAIN = ["feature_table", "registered_model", "deployed_model", "drift_report", 
 
 def test_drift_triggered_redeployment(local_stack, capsys):
     cfg = local_stack
-    assert demo.main(["--months", "2", "--traffic-month", "2013-07", "--rate", "200", "--requests", "2500"]) == 0
+    assert demo.main(["--months", "2", "--replay-month", "2013-07", "--days", "3", "--speed", "0"]) == 0
     out = capsys.readouterr().out
     assert "drift_report" in out and "Served version" in out
+    served_rows = re.search(r"Served rows +(\d+) answered, ([\d.]+)% with fresh features .*; (\d+) of the (\d+) logged "
+                            r"have their label", out)
+    assert served_rows, out
+    answered, fresh, labelled, logged = served_rows.groups()
+    assert int(answered) > 2000 and float(fresh) >= 99.0
+    assert int(logged) == int(answered) and int(labelled) >= 0.95 * int(logged)
 
     client = AirflowClient()
     events = sorted(
