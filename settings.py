@@ -43,6 +43,7 @@ class Settings:
     db_prefix: str
     local_s3_server: bool
     preload_task_libraries: bool
+    batch_niceness: int
     drop_on_down: bool
     # -- distributed engine (empty broker URL: the LocalExecutor)
     celery_broker_url: str
@@ -103,6 +104,7 @@ def load() -> Settings:
         db_prefix=_env("MLOPS_DB_PREFIX", "mlops_"),
         local_s3_server=_bool("MLOPS_LOCAL_S3_SERVER", False),
         preload_task_libraries=_bool("MLOPS_PRELOAD_TASK_LIBRARIES", True),
+        batch_niceness=_int("MLOPS_BATCH_NICENESS", 10),
         drop_on_down=_bool("MLOPS_DROP_ON_DOWN", False),
         celery_broker_url=_env("MLOPS_CELERY_BROKER_URL", ""),
         celery_result_backend=_env("MLOPS_CELERY_RESULT_BACKEND", ""),

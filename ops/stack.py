@@ -42,6 +42,7 @@ class Service:
     name: str
     argv: list[str]
     health_url: str
+    batch: bool = False  # runs at the stack's batch niceness, below the model server
 
 
 def _bin(name: str) -> str:
@@ -141,7 +142,7 @@ def celery_workers(cfg: settings.Settings) -> list[Service]:
             # Task logs are written to the shared log folder the api-server reads: no log server
             # (its fixed port 8793 would collide between two workers on one machine).
             "--skip-serve-logs",
-        ], ""))
+        ], "", batch=True))
     return out
 
 
@@ -157,13 +158,14 @@ def services(cfg: settings.Settings) -> list[Service]:
             _bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
             "--backend-store-uri", cfg.mlflow_backend_store_uri,
             "--artifacts-destination", cfg.mlflow_artifacts_destination,
-        ], f"{cfg.mlflow_tracking_uri}/health"),
-        Service("airflow-api-server", [airflow, "api-server"], f"{cfg.airflow_url}/api/v2/monitor/health"),
+        ], f"{cfg.mlflow_tracking_uri}/health", batch=True),
+        Service("airflow-api-server", [airflow, "api-server"], f"{cfg.airflow_url}/api/v2/monitor/health",
+                batch=True),
         # No log servers: the api-server reads the task logs from the shared log folder, and Airflow
         # binds its log servers (8793, 8794) to every interface.
-        Service("airflow-scheduler", [airflow, "scheduler", "--skip-serve-logs"], ""),
-        Service("airflow-dag-processor", [airflow, "dag-processor"], ""),
-        Service("airflow-triggerer", [airflow, "triggerer", "--skip-serve-logs"], ""),
+        Service("airflow-scheduler", [airflow, "scheduler", "--skip-serve-logs"], "", batch=True),
+        Service("airflow-dag-processor", [airflow, "dag-processor"], "", batch=True),
+        Service("airflow-triggerer", [airflow, "triggerer", "--skip-serve-logs"], "", batch=True),
         *celery_workers(cfg),
     ]
     out.append(Service("model-server", [
@@ -287,8 +289,10 @@ def wait_workers(cfg: settings.Settings, indexes: list[int], timeout: float) -> 
 
 def _start(cfg: settings.Settings, svc: Service, env: dict[str, str]) -> None:
     log = open(cfg.home / "logs" / f"{svc.name}.log", "ab")
+    niceness = cfg.batch_niceness if svc.batch else 0
     proc = subprocess.Popen(svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=cfg.home, start_new_session=True)
+                            cwd=cfg.home, start_new_session=True,
+                            preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
     _pid_file(cfg, svc.name).write_text(str(proc.pid))
 
 

@@ -59,7 +59,7 @@ def test_every_settings_variable_reaches_the_containers():
     assert "MLOPS_MLFLOW_BACKEND_STORE_URI" not in common | airflow and "MLOPS_MLFLOW_BACKEND_STORE_URI" in mlflow
     # Read only by ops/stack.py, which compose does not use.
     local_stack_only = {"MLOPS_PRELOAD_TASK_LIBRARIES", "MLOPS_CELERY_BROKER_URL", "MLOPS_CELERY_RESULT_BACKEND",
-                        "MLOPS_CELERY_WORKERS", "MLOPS_DROP_ON_DOWN"}
+                        "MLOPS_CELERY_WORKERS", "MLOPS_DROP_ON_DOWN", "MLOPS_BATCH_NICENESS"}
     missing = sorted(settings_variables() - common - airflow - mlflow - local_stack_only)
     assert missing == [], f"read by settings.py but given to no container: {missing}"
     # x-mlops-env passes each variable under its own name.
