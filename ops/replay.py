@@ -186,6 +186,7 @@ class Tally:
     done: int = 0
     fresh: int = 0  # answers with no stale view
     latencies_ms: list[float] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)  # wall-clock time of each answer (epoch s)
     errors: Counter = field(default_factory=Counter)
     stale_views: Counter = field(default_factory=Counter)
     versions: Counter = field(default_factory=Counter)
@@ -193,6 +194,7 @@ class Tally:
     def ok(self, ms: float, answer: dict) -> None:
         self.done += 1
         self.latencies_ms.append(ms)
+        self.answered_at.append(time.time())
         stale = answer.get("stale_views") or []
         self.fresh += not stale
         self.stale_views.update(stale)
@@ -278,6 +280,7 @@ class ReplayResult:
     feed_rows: dict
     feed_rows_per_second: float
     last_outcome: str | None
+    latencies: list = field(default_factory=list, repr=False)  # [(answered at, epoch s; latency ms)]
 
     def summary(self) -> str:
         errors = ", ".join(f"{k}: {n}" for k, n in self.errors.items()) or "none"
@@ -359,6 +362,7 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
         requests_per_second=tally.total / max(seconds, 1e-9), feed_rows=counts,
         feed_rows_per_second=feeds.counts.rows / max(feeds.counts.seconds, 1e-9),
         last_outcome=feeds.outcomes_since.isoformat(),
+        latencies=list(zip(tally.answered_at, tally.latencies_ms)),
     )
 
 

@@ -56,3 +56,13 @@ def test_scaling_efficiency_is_one_when_two_workers_halve_the_time():
 
     assert efficiency(100.0, 50.0) == 1.0
     assert efficiency(100.0, 100.0) == 0.5
+
+
+def test_replay_latencies_split_by_whether_a_training_or_serving_run_was_active():
+    from bench.replay_bench import split_latencies
+
+    latencies = [(10.0, 5.0), (20.0, 50.0), (21.0, 70.0), (30.0, 6.0)]
+    split = split_latencies(latencies, busy=[(19.0, 25.0)])
+    assert split["answers"] == 4
+    assert split["during_chain"] == {"answers": 2, "p50_ms": 50.0, "p99_ms": 70.0}
+    assert split["otherwise"] == {"answers": 2, "p50_ms": 5.0, "p99_ms": 6.0}
