@@ -146,6 +146,8 @@ class DriftReportExtra(TypedDict):
     json_path: str
     drift_share: float
     drifted_columns: list[str]
+    failed_tests: list[str]  # the report's failed critical tests: what the policy acted on, as the HTML names it
+    missing_columns: list[str]  # features lost in the window: a data-quality incident, not drift
     prediction_drift: float | None
     quality: dict  # served quality on labelled rows (monitoring.report)
     model_name: str
@@ -160,9 +162,11 @@ drift_report = Asset(name="drift_report", uri=f"{_root}/reports/drift_report", g
 def drift_report_extra(
     *, report_path: str, json_path: str, drift_share: float, drifted_columns: list[str],
     prediction_drift: float | None, quality: dict, model_name: str, model_version: str, window: dict, reason: str,
+    failed_tests: list[str] = (), missing_columns: list[str] = (),
 ) -> DriftReportExtra:
     return DriftReportExtra(
         report_path=report_path, json_path=json_path, drift_share=drift_share, drifted_columns=list(drifted_columns),
+        failed_tests=list(failed_tests), missing_columns=list(missing_columns),
         prediction_drift=prediction_drift, quality=quality, model_name=model_name, model_version=str(model_version),
         window=ReportWindow(**{key: window[key] for key in ReportWindow.__annotations__}), reason=reason,
     )

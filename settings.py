@@ -87,6 +87,7 @@ class Settings:
     monitor_poll_seconds: float
     drift_share_threshold: float
     drift_column_threshold: float
+    missing_share_margin: float
     drift_sample_cap: int
     quality_drop_margin: float
     retrain_cooldown_minutes: float
@@ -143,6 +144,7 @@ def load() -> Settings:
         monitor_poll_seconds=_float("MLOPS_MONITOR_POLL_SECONDS", 5.0),
         drift_share_threshold=_float("MLOPS_DRIFT_SHARE_THRESHOLD", 0.08),  # two of the 23 model features
         drift_column_threshold=_float("MLOPS_DRIFT_COLUMN_THRESHOLD", 2.0),
+        missing_share_margin=_float("MLOPS_MISSING_SHARE_MARGIN", 0.25),
         drift_sample_cap=_int("MLOPS_DRIFT_SAMPLE_CAP", 20_000),
         quality_drop_margin=_float("MLOPS_QUALITY_DROP_MARGIN", 0.05),
         retrain_cooldown_minutes=_float("MLOPS_RETRAIN_COOLDOWN_MINUTES", 5.0),

@@ -2,9 +2,12 @@
 
 Plain data in, a decision out: no I/O, no clock, so every branch is unit-tested.
 
-Retrain when the share of drifted feature columns reaches `drift_share`, or when
-the quality measured on served flights whose labels arrived fell by more than
-`quality_drop_margin` below what training reported on its test split. Do not when
+Retrain when the window's report found data drift (its critical test on the share of
+drifted columns failed: `monitoring.report`, so the HTML says what the policy acts
+on), or when the quality measured on served flights whose labels arrived fell by more
+than `quality_drop_margin` below what training reported on its test split. Features
+missing from the window are a data-quality incident: named in the decision, never a
+reason to retrain (retraining cannot bring a lost feed back). Do not retrain when
 - the window is too small to judge (`min_rows`);
 - a retraining was already triggered for this deployed version in this drift
   episode (an episode is a run of drifted windows; a clean window ends it);
@@ -54,7 +57,9 @@ class Observation:
     """What one report measured."""
 
     rows: int
-    drift_share: float
+    drift_share: float  # for the log; the verdict is `drift_detected`
+    drift_detected: bool = False  # the report's critical drift test failed
+    missing_columns: tuple[str, ...] = ()  # the report's missing-value tests failed
     quality_metric: str = PRIMARY
     quality: float | None = None  # on the window's served flights whose labels are known
     reference_quality: float | None = None  # the version's training-reported test metric
@@ -78,9 +83,12 @@ class Decision:
     quality_dropped: bool = False
     quality_drop: float | None = None
     cooldown_left_seconds: float = 0.0
+    data_quality_incident: tuple[str, ...] = ()  # features missing from the window
+
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """JSON-shaped: what XCom and the state file hold."""
+        return {**asdict(self), "data_quality_incident": list(self.data_quality_incident)}
 
 
 def quality_drop(obs: Observation, min_labelled_rows: int = MIN_LABELLED_ROWS) -> float | None:
@@ -95,9 +103,10 @@ def decide(obs: Observation, history: History, limits: Thresholds, now: datetime
     if obs.rows < limits.min_rows:
         return Decision(False, TOO_FEW_ROWS, drifted=None)
     drop = quality_drop(obs, limits.min_labelled_rows)
-    data_drift = obs.drift_share >= limits.drift_share
+    data_drift = obs.drift_detected
     quality_dropped = drop is not None and drop > limits.quality_drop_margin
-    base = {"data_drift": data_drift, "quality_dropped": quality_dropped, "quality_drop": drop}
+    base = {"data_drift": data_drift, "quality_dropped": quality_dropped, "quality_drop": drop,
+            "data_quality_incident": tuple(obs.missing_columns)}
     if not (data_drift or quality_dropped):
         return Decision(False, NO_DRIFT, drifted=False, **base)
     if history.retrain_triggered_in_episode:
@@ -122,7 +131,10 @@ def explain(obs: Observation, decision: Decision, limits: Thresholds) -> str:
     """One log line with the decision and the numbers behind it."""
     verdict = "RETRAIN" if decision.retrain else "no retrain"
     extra = f", cool-down {decision.cooldown_left_seconds:.0f}s left" if decision.reason == COOLDOWN else ""
+    incident = (f"; DATA-QUALITY INCIDENT: missing {', '.join(decision.data_quality_incident)}"
+                if decision.data_quality_incident else "")
     return (
         f"{verdict} ({decision.reason}{extra}): rows {obs.rows} (min {limits.min_rows}), "
-        f"drift share {obs.drift_share:.3f} (threshold {limits.drift_share}), {_quality_text(obs, decision, limits)}"
+        f"drift {'detected' if obs.drift_detected else 'not detected'} (share {obs.drift_share:.3f}, "
+        f"threshold {limits.drift_share}), {_quality_text(obs, decision, limits)}{incident}"
     )

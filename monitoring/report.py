@@ -8,14 +8,26 @@ artifact `training.tracking.REFERENCE_ARTIFACT`: MODEL_FEATURES, `is_late`, `pro
   `ClassificationPreset`, plus the figures (`training.metrics.scores`, the code
   training used) the policy compares with the metric training reported on its test split.
 
-Every numerical column is tested with the normed Wasserstein distance against
-`drift_column_threshold`. Its score does not grow with the sample size (a
-statistical test's p-value does), and windows bigger than `drift_sample_cap`
-rows are sampled down (seeded), so a big window neither flags drift just for
-being big nor makes the report slow: its cost depends on the columns, not the
-traffic. A feature empty in the whole window but present in the reference is
-counted as drifted (serving lost it); one empty in the reference cannot be
-judged and is left out of the share.
+One verdict: the policy reads its decision from the snapshot's own tests
+(`include_tests`), so the HTML shows as failed tests exactly what the policy
+acted on, and nothing else fails:
+- drift: one critical test, the share of drifted columns below
+  `drift_share_threshold` (`DriftedColumnsCount`). Its failure is the data drift.
+  Each column's score has a non-critical test (`ValueDrift` below
+  `drift_column_threshold`): a drifted column is a warning in the HTML and is
+  named in `drifted_columns`, and only their share decides;
+- missing values: one critical test per feature, its missing share at most the
+  reference's plus `missing_share_margin` (`MissingValueCount`). A failure is a
+  data-quality incident (serving lost a feature: a broken feed, a stale view), not
+  drift: the column is left out of the drift share and named in `missing_columns`.
+  A feature empty in the reference cannot be judged: reported, left out.
+The prediction's score drift is a non-critical test too (shown, not acted on).
+
+Every numerical column is scored with the normed Wasserstein distance. Its score
+does not grow with the sample size (a statistical test's p-value does), and
+windows bigger than `drift_sample_cap` rows are sampled down (seeded), so a big
+window neither flags drift just for being big nor makes the report slow: its
+cost depends on the columns, not the traffic.
 
 A window of consecutive traffic spans a few days of weather, narrower than a
 reference drawn from months of training data, so at the default column
@@ -62,14 +74,20 @@ class Reference:
 
 @dataclass
 class DriftResult:
-    share: float
-    drifted: list[str]
+    share: float  # Evidently's DriftedColumnsCount share over the judged columns
+    drift_detected: bool  # the critical share test failed
+    drifted: list[str]  # columns whose own (non-critical) drift test failed
     scores: dict[str, float]
     checked: list[str]
-    empty_in_current: list[str]
+    missing_columns: list[str]  # the critical missing-share test failed: a data-quality incident
     empty_in_reference: list[str]
+    failed_tests: list[str]  # the critical tests that failed, by the names the HTML shows
     prediction_score: float | None
     snapshot: object
+
+    @property
+    def empty_in_current(self) -> list[str]:
+        return self.missing_columns
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -112,52 +130,74 @@ def served_frame(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- drift ---------------------------------------------------------------------------------
-def _split_columns(current: pd.DataFrame, reference: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
-    """MODEL_FEATURES split into (testable, empty in current only, empty in reference)."""
-    empty_ref = [c for c in MODEL_FEATURES if reference[c].isna().all()]
-    empty_cur = [c for c in MODEL_FEATURES if c not in empty_ref and current[c].isna().all()]
-    checked = [c for c in MODEL_FEATURES if c not in empty_ref and c not in empty_cur]
-    return checked, empty_cur, empty_ref
+FAILED = "FAIL"
 
 
 def _has_values(*frames: pd.DataFrame, column: str) -> bool:
     return all(column in f and f[column].notna().any() for f in frames)
 
 
-def drift(current: pd.DataFrame, reference: pd.DataFrame, column_threshold: float,
-          share_threshold: float) -> DriftResult:
-    """Data drift over MODEL_FEATURES and prediction drift on `probability`, in one Evidently report."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
+def _test_column(test: dict) -> str | None:
+    return test["metric_config"]["params"].get("column")
 
-    checked, empty_cur, empty_ref = _split_columns(current, reference)
+
+def _test_kind(test: dict) -> str:
+    return test["metric_config"]["params"]["type"].rsplit(":", 1)[-1]
+
+
+def drift(current: pd.DataFrame, reference: pd.DataFrame, column_threshold: float,
+          share_threshold: float, missing_margin: float = 0.25) -> DriftResult:
+    """Data drift over MODEL_FEATURES, missing values and prediction drift, in one Evidently report.
+
+    The verdict is the report's: see the module docstring for its tests.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, MissingValueCount, ValueDrift
+    from evidently.tests import lt, lte
+
+    empty_ref = [c for c in MODEL_FEATURES if reference[c].isna().all()]
+    judged = [c for c in MODEL_FEATURES if c not in empty_ref]
+    ref_missing = {c: float(reference[c].isna().mean()) for c in judged}
+    missing_limit = {c: round(min(1.0, ref_missing[c] + missing_margin), 4) for c in judged}
+    missing = [c for c in judged if current[c].isna().mean() > missing_limit[c]]
+    checked = [c for c in judged if c not in missing and current[c].notna().any()]
     if not checked:
-        raise ValueError(f"no feature to compare: empty in the window {empty_cur}, in the reference {empty_ref}")
-    columns = checked + ([PREDICTION] if _has_values(current, reference, column=PREDICTION) else [])
+        raise ValueError(f"no feature to compare: missing in the window {missing}, empty in the reference {empty_ref}")
+    columns = judged + ([PREDICTION] if _has_values(current, reference, column=PREDICTION) else [])
     definition = DataDefinition(numerical_columns=columns)
-    metrics = [DataDriftPreset(columns=checked, drift_share=share_threshold, num_method=DRIFT_METHOD,
-                               num_threshold=column_threshold)]
+    metrics = [DriftedColumnsCount(columns=checked, drift_share=share_threshold, num_method=DRIFT_METHOD,
+                                   num_threshold=column_threshold, tests=[],
+                                   share_tests=[lt(share_threshold, is_critical=True)])]
+    metrics += [ValueDrift(column=c, method=DRIFT_METHOD, threshold=column_threshold,
+                           tests=[lt(column_threshold, is_critical=False)]) for c in checked]
+    metrics += [MissingValueCount(column=c, tests=[], share_tests=[lte(missing_limit[c], is_critical=True)])
+                for c in judged]
     if PREDICTION in columns:
-        metrics.append(ValueDrift(column=PREDICTION, method=DRIFT_METHOD, threshold=column_threshold))
+        metrics.append(ValueDrift(column=PREDICTION, method=DRIFT_METHOD, threshold=column_threshold,
+                                  tests=[lt(column_threshold, is_critical=False)]))
     snapshot = Report(metrics, include_tests=True).run(
         current_data=Dataset.from_pandas(current[columns], data_definition=definition),
         reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
     )
-    scores = {
-        m["config"]["column"]: float(m["value"])
-        for m in snapshot.dict()["metrics"]
-        if m["config"].get("type", "").endswith(":ValueDrift")
-    }
-    drifted = [c for c in checked if scores[c] >= column_threshold] + empty_cur
-    judged = len(checked) + len(empty_cur)
+    out = snapshot.dict()
+    scores = {m["config"]["column"]: float(m["value"]) for m in out["metrics"]
+              if m["config"].get("type", "").endswith(":ValueDrift")}
+    share = next(float(m["value"]["share"]) for m in out["metrics"]
+                 if m["config"].get("type", "").endswith(":DriftedColumnsCount"))
+    tests = out["tests"]
+    failed = [t for t in tests if t["status"] == FAILED]
+    not_passed = [t for t in tests if t["status"] != "SUCCESS"]
     return DriftResult(
-        share=len(drifted) / judged if judged else 0.0,
-        drifted=drifted,
+        share=share,
+        drift_detected=any(_test_kind(t) == "DriftedColumnsCount" for t in failed),
+        drifted=[c for c in checked if any(_test_kind(t) == "ValueDrift" and _test_column(t) == c
+                                           for t in not_passed)],
         scores={c: round(scores[c], 4) for c in checked},
         checked=checked,
-        empty_in_current=empty_cur,
+        missing_columns=[c for c in judged if any(_test_kind(t) == "MissingValueCount" and _test_column(t) == c
+                                                  for t in failed)],
         empty_in_reference=empty_ref,
+        failed_tests=[t["name"] for t in failed],
         prediction_score=round(scores[PREDICTION], 4) if PREDICTION in scores else None,
         snapshot=snapshot,
     )
@@ -240,7 +280,8 @@ def build(rows: pd.DataFrame, ref: Reference, *, model_name: str, window: dict, 
     t0 = time.monotonic()
     current = served_frame(sample(rows, cfg.drift_sample_cap))
     reference = served_frame(sample(ref.frame, cfg.drift_sample_cap))
-    result = drift(current, reference, cfg.drift_column_threshold, cfg.drift_share_threshold)
+    result = drift(current, reference, cfg.drift_column_threshold, cfg.drift_share_threshold,
+                   cfg.missing_share_margin)
     quality_summary, quality_snap = quality(rows, ref, cfg.gate_metric, min_labelled_rows, cfg.drift_sample_cap)
     html = report_url(model_name, ref.version, window["id"], ".html")
     save_html(result.snapshot, html)
@@ -256,9 +297,11 @@ def build(rows: pd.DataFrame, ref: Reference, *, model_name: str, window: dict, 
         "sampled_rows": int(len(current)),
         "reference_rows": int(len(reference)),
         "drift_share": round(result.share, 4),
+        "drift_detected": result.drift_detected,
         "drifted_columns": result.drifted,
+        "missing_columns": result.missing_columns,
+        "failed_tests": result.failed_tests,
         "column_scores": result.scores,
-        "empty_in_current": result.empty_in_current,
         "empty_in_reference": result.empty_in_reference,
         "prediction_drift": result.prediction_score,
         "method": DRIFT_METHOD,

@@ -76,6 +76,8 @@ def observation(summary: dict) -> policy.Observation:
     return policy.Observation(
         rows=summary["rows"],
         drift_share=summary["drift_share"],
+        drift_detected=bool(summary["drift_detected"]),
+        missing_columns=tuple(summary.get("missing_columns") or ()),
         quality_metric=q.get("metric") or PRIMARY,
         quality=q.get("value"),
         reference_quality=q.get("reference"),
@@ -98,9 +100,14 @@ def judge_window(summary: dict, now: datetime | None = None, cfg: settings.Setti
     obs = observation(summary)
     decision = policy.decide(obs, state.history(current, version), limits, now)
     log.info("%s v%s window %s: %s", cfg.model_name, version, window["id"], policy.explain(obs, decision, limits))
-    log.info("drifted columns %s; prediction drift score %s; report %s", summary["drifted_columns"],
-             summary.get("prediction_drift"), summary["report_path"])
-    numbers = {k: summary.get(k) for k in ("rows", "drift_share", "drifted_columns", "report_path")}
+    log.info("failed tests %s; drifted columns %s; prediction drift score %s; report %s",
+             summary.get("failed_tests"), summary["drifted_columns"], summary.get("prediction_drift"),
+             summary["report_path"])
+    if decision.data_quality_incident:
+        log.warning("data-quality incident in window %s: features missing from served rows %s (report %s)",
+                    window["id"], list(decision.data_quality_incident), summary["report_path"])
+    numbers = {k: summary.get(k) for k in ("rows", "drift_share", "drift_detected", "drifted_columns",
+                                           "missing_columns", "failed_tests", "report_path")}
     state.save(state.record_window(current, version, window["id"], window["files"], decision, numbers, now))
     return decision.as_dict()
 
@@ -112,6 +119,7 @@ def drift_report_extra(summary: dict, decision: dict) -> datasets.DriftReportExt
     return datasets.check_extra(datasets.drift_report, datasets.drift_report_extra(
         report_path=summary["report_path"], json_path=summary["json_path"], drift_share=summary["drift_share"],
         drifted_columns=summary["drifted_columns"], prediction_drift=summary.get("prediction_drift"),
+        failed_tests=summary["failed_tests"], missing_columns=summary["missing_columns"],
         quality=summary["quality"], model_name=summary["model_name"], model_version=summary["model_version"],
         window=summary["window"], reason=reason,
     ))

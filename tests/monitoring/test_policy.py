@@ -15,8 +15,11 @@ LIMITS = Thresholds(min_rows=2000, drift_share=0.5, quality_drop_margin=0.05, co
 FRESH = History()
 
 
-def obs(rows=5000, share=0.0, quality=None, reference=0.75, labelled=0, metric="roc_auc") -> Observation:
-    return Observation(rows=rows, drift_share=share, quality_metric=metric, quality=quality,
+def obs(rows=5000, share=0.0, quality=None, reference=0.75, labelled=0, metric="roc_auc",
+        missing=()) -> Observation:
+    """An observation as the report gives it: its drift test fails at the share threshold (Evidently's `lt`)."""
+    return Observation(rows=rows, drift_share=share, drift_detected=share >= LIMITS.drift_share,
+                       missing_columns=tuple(missing), quality_metric=metric, quality=quality,
                        reference_quality=reference, labelled_rows=labelled)
 
 
@@ -28,6 +31,22 @@ def test_too_few_rows_is_no_judgement_even_when_drifted():
 def test_clean_window_does_not_retrain_and_ends_the_episode():
     d = decide(obs(share=0.49), History(retrain_triggered_in_episode=True), LIMITS, NOW)
     assert (d.retrain, d.reason, d.drifted, d.data_drift) == (False, policy.NO_DRIFT, False, False)
+
+
+def test_the_verdict_is_the_report_s_drift_test_not_the_share():
+    """The share is for the log: a report whose drift test passed is no drift, whatever the number says."""
+    passed = Observation(rows=5000, drift_share=0.9, drift_detected=False)
+    failed = Observation(rows=5000, drift_share=0.1, drift_detected=True)
+    assert decide(passed, FRESH, LIMITS, NOW).retrain is False
+    assert decide(failed, FRESH, LIMITS, NOW).retrain is True
+
+
+def test_missing_features_are_a_data_quality_incident_not_a_reason_to_retrain():
+    d = decide(obs(share=0.1, missing=["wind_gust"]), FRESH, LIMITS, NOW)
+    assert (d.retrain, d.reason, d.data_drift, d.data_quality_incident) == (
+        False, policy.NO_DRIFT, False, ("wind_gust",))
+    assert "DATA-QUALITY INCIDENT: missing wind_gust" in policy.explain(obs(share=0.1, missing=["wind_gust"]), d,
+                                                                        LIMITS)
 
 
 def test_drift_share_at_the_threshold_retrains():
@@ -98,5 +117,5 @@ def test_thresholds_come_from_settings(monkeypatch):
 def test_the_log_line_carries_the_decision_and_numbers(decision, expected):
     line = policy.explain(obs(rows=4321, share=0.65, labelled=12), decision, LIMITS)
     assert expected in line
-    assert "rows 4321 (min 2000)" in line and "drift share 0.650 (threshold 0.5)" in line
+    assert "rows 4321 (min 2000)" in line and "drift detected (share 0.650, threshold 0.5)" in line
     assert "quality unknown (12 labelled rows, need 200)" in line

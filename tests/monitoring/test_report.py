@@ -24,28 +24,76 @@ def _drift(current: pd.DataFrame, served: dict) -> report.DriftResult:
 
 def test_july_traffic_drifts_against_a_winter_reference(served):
     result = _drift(served["july"], served)
-    assert result.share >= SHARE_THRESHOLD, result.scores
+    assert result.share >= SHARE_THRESHOLD and result.drift_detected, result.scores
     assert set(WEATHER) <= set(result.drifted)
     assert result.prediction_score is not None and result.prediction_score >= COLUMN_THRESHOLD
-    assert result.checked == MODEL_FEATURES and not result.empty_in_current
-    evidently_count = result.snapshot.dict()["metrics"][0]["value"]  # DriftedColumnsCount: same rule, same share
-    assert evidently_count["share"] == pytest.approx(result.share)
+    assert result.checked == MODEL_FEATURES and not result.missing_columns
+    assert [t for t in result.failed_tests if t.startswith("Share of Drifted Columns")], result.failed_tests
 
 
 def test_same_season_traffic_does_not_drift(served):
     """A random sample of other Jan-Mar flights: the season of the reference, not a few consecutive days."""
     result = _drift(served["same_season"], served)
-    assert result.share < SHARE_THRESHOLD, result.scores
+    assert result.share < SHARE_THRESHOLD and not result.drift_detected and result.failed_tests == [], result.scores
     assert not set(WEATHER) & set(result.drifted)
     assert result.prediction_score < COLUMN_THRESHOLD
 
 
-def test_a_feature_lost_by_serving_counts_as_drifted(served):
+def test_a_feature_lost_by_serving_is_a_data_quality_incident_not_drift(served):
     current = served["same_season"].copy()
     current["wind_gust"] = float("nan")
     result = _drift(current, served)
-    assert result.empty_in_current == ["wind_gust"] and "wind_gust" in result.drifted
-    assert result.share == pytest.approx(len(result.drifted) / len(MODEL_FEATURES))
+    assert result.missing_columns == ["wind_gust"] and "wind_gust" not in result.drifted + result.checked
+    assert not result.drift_detected
+    assert [t for t in result.failed_tests if "wind_gust" in t and "missing" in t.lower()], result.failed_tests
+
+
+def test_the_html_the_json_and_the_policy_give_one_verdict(monitor_env, served):
+    """The window that used to disagree: one drifted column plus a lost one.
+
+    The old rule counted the empty `wind_gust` as drifted (2 of 23 = 0.087 >= 0.08: retrain)
+    while Evidently's HTML, which never saw it, said "NOT detected". Now the HTML, the
+    JSON and the policy say the same: no drift, and a data-quality incident on wind_gust.
+    """
+    import settings
+    from monitoring import policy
+
+    cfg = settings.get()
+    current = served["same_season"].copy()
+    current["wind_gust"] = float("nan")
+    current["pressure"] = current["pressure"] + 40.0  # a broken barometer: one column far off
+    ref = report.Reference(version="7", run_id="r", frame=reference_sample(served["reference"]),
+                           metrics={"test_roc_auc": 0.7}, decision_threshold=0.3)
+    window = {"id": "20260701T120000Z-20260701T121000Z-onever", "start": None, "end": None,
+              "rows": len(current), "files": []}
+    summary = report.build(current, ref, model_name=cfg.model_name, window=window, cfg=cfg, min_labelled_rows=200)
+
+    assert summary["drifted_columns"] == ["pressure"] and summary["missing_columns"] == ["wind_gust"]
+    assert summary["drift_detected"] is False and summary["drift_share"] < cfg.drift_share_threshold
+    saved = storage.get().read_json(summary["json_path"])
+    statuses = {t["name"]: t["status"] for t in saved["drift"]["tests"]}
+    share_test = next(n for n in statuses if n.startswith("Share of Drifted Columns"))
+    missing_test = next(n for n in statuses if n.startswith("Column 'wind_gust' missing values"))
+    pressure_test = next(n for n in statuses if n.startswith("Value drift for pressure:"))
+    assert (statuses[share_test], statuses[missing_test], statuses[pressure_test]) == ("SUCCESS", "FAIL", "WARNING")
+    assert summary["failed_tests"] == [missing_test]
+    html = storage.get().read_bytes(summary["report_path"]).decode()
+    for name in (share_test, missing_test, pressure_test):
+        assert name in html
+    decision = tasks.judge_window(summary)
+    assert (decision["retrain"], decision["data_drift"], list(decision["data_quality_incident"])) == (
+        False, False, ["wind_gust"])
+
+    # The same window with a second column far off: now the report's drift test fails, and the policy retrains.
+    current["temp"] = current["temp"] + 60.0
+    window["id"] = "20260701T130000Z-20260701T131000Z-onever"
+    drifted = report.build(current, ref, model_name=cfg.model_name, window=window, cfg=cfg, min_labelled_rows=200)
+    saved = storage.get().read_json(drifted["json_path"])
+    failed = [t["name"] for t in saved["drift"]["tests"] if t["status"] == "FAIL"]
+    assert drifted["drift_detected"] is True and sorted(drifted["failed_tests"]) == sorted(failed)
+    assert any(n.startswith("Share of Drifted Columns") for n in failed)
+    assert tasks.judge_window(drifted)["retrain"] is True
+    assert policy.NO_DRIFT != tasks.judge_window(drifted)["reason"]
 
 
 def test_sample_is_capped_seeded_and_leaves_small_windows_alone():

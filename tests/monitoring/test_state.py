@@ -10,9 +10,9 @@ from monitoring.policy import Observation, Thresholds
 
 T0 = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)
 LIMITS = Thresholds(min_rows=2000, drift_share=0.5, quality_drop_margin=0.05, cooldown=timedelta(minutes=30))
-DRIFTED = Observation(rows=2500, drift_share=0.75)
-CLEAN = Observation(rows=2500, drift_share=0.10)
-SMALL = Observation(rows=10, drift_share=1.0)
+DRIFTED = Observation(rows=2500, drift_share=0.75, drift_detected=True)
+CLEAN = Observation(rows=2500, drift_share=0.10, drift_detected=False)
+SMALL = Observation(rows=10, drift_share=1.0, drift_detected=True)
 
 
 def judge(st: dict, version: str, window: str, seen: Observation, now: datetime) -> tuple[dict, policy.Decision]:
@@ -74,7 +74,9 @@ def test_monitor_decide_over_the_same_drifted_traffic(monitor_env):
 
     def summary(window: str, share: float, version: str = "1") -> dict:
         return {"model_name": monitor_env.model_name, "model_version": version, "rows": 2500,
-                "drift_share": share, "drifted_columns": ["temp"], "report_path": f"file:///r/{window}.html",
+                "drift_share": share, "drift_detected": share >= monitor_env.drift_share_threshold,
+                "drifted_columns": ["temp"], "missing_columns": [], "failed_tests": ["Share of Drifted Columns"],
+                "report_path": f"file:///r/{window}.html",
                 "quality": {"metric": "roc_auc", "value": None, "reference": 0.7, "labelled_rows": 0},
                 "window": {"id": window, "files": [f"{window}.parquet"]}}
 
