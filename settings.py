@@ -82,6 +82,8 @@ class Settings:
     serving_latency_ratio: float
     serving_metric_tolerance: float
     deploy_timeout_seconds: float
+    deploy_deadline_minutes: float
+    alert_webhook_url: str
     # -- monitoring
     monitor_min_rows: int
     monitor_poll_seconds: float
@@ -140,6 +142,8 @@ def load() -> Settings:
         serving_latency_ratio=_float("MLOPS_SERVING_LATENCY_RATIO", 1.5),
         serving_metric_tolerance=_float("MLOPS_SERVING_METRIC_TOLERANCE", 0.02),
         deploy_timeout_seconds=_float("MLOPS_DEPLOY_TIMEOUT_SECONDS", 120.0),
+        deploy_deadline_minutes=_float("MLOPS_DEPLOY_DEADLINE_MINUTES", 30.0),
+        alert_webhook_url=_env("MLOPS_ALERT_WEBHOOK_URL", ""),
         monitor_min_rows=_int("MLOPS_MONITOR_MIN_ROWS", 2000),
         monitor_poll_seconds=_float("MLOPS_MONITOR_POLL_SECONDS", 5.0),
         drift_share_threshold=_float("MLOPS_DRIFT_SHARE_THRESHOLD", 0.08),  # two of the 23 model features

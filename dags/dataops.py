@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 import settings
+from alerts import on_task_failure
 from datasets import feature_table
 from features.landing import LandingZoneSensor
 
@@ -26,7 +27,7 @@ cfg = settings.get()
     start_date=datetime(2024, 1, 1),
     catchup=False,
     is_paused_upon_creation=False,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10), "on_failure_callback": on_task_failure},
     tags=["dataops"],
 )
 def dataops():
@@ -40,8 +41,11 @@ def dataops():
     @task
     def validate_batch(files: list[str], run_id=None, dag_run=None) -> dict:
         from features.ingest import Batch, batch_id_for
+        from features.tasks import alert_quarantined
 
-        return Batch(batch_id_for(run_id, dag_run.run_after)).ingest(files)
+        batch = Batch(batch_id_for(run_id, dag_run.run_after)).ingest(files)
+        alert_quarantined(batch)
+        return batch
 
     @task
     def write_features(batch: dict) -> dict:

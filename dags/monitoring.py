@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 
 import settings
+from alerts import on_task_failure
 from datasets import deployed_model, drift_report
 from monitoring.sensor import NewTrafficSensor
 
@@ -43,7 +44,7 @@ cfg = settings.get()
     start_date=datetime(2024, 1, 1),
     catchup=False,
     is_paused_upon_creation=False,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "on_failure_callback": on_task_failure},
     tags=["monitoring"],
 )
 def monitoring():
@@ -93,6 +94,7 @@ def monitoring():
     start_date=datetime(2024, 1, 1),
     catchup=False,
     is_paused_upon_creation=False,
+    default_args={"on_failure_callback": on_task_failure},
     tags=["monitoring"],
 )
 def monitoring_baseline():

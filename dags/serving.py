@@ -13,12 +13,14 @@ versions in its conf: {"versions": ["7"]}.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import dag, task
+from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 import settings
+from alerts import on_task_failure
 from datasets import deployed_model, registered_model
 from serving.failures import recording_failure
 from serving.sensor import ServerVersionSensor
@@ -32,7 +34,15 @@ cfg = settings.get()
     catchup=False,
     is_paused_upon_creation=False,
     max_active_runs=1,
-    default_args={"retries": 0},
+    default_args={"retries": 0, "on_failure_callback": on_task_failure},
+    # A registered version not serving in time reaches a person even if no task failed (a stuck sensor).
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(minutes=cfg.deploy_deadline_minutes),
+        callback=AsyncCallback("alerts.deadline_missed", kwargs={
+            "what": "a registered version is not serving", "dag_id": "serving",
+            "minutes": cfg.deploy_deadline_minutes}),
+    ),
     tags=["serving"],
 )
 def serving():

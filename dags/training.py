@@ -14,6 +14,7 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
+from alerts import on_task_failure
 from datasets import drift_report, feature_table, registered_model
 from training.candidates import FAMILIES
 
@@ -25,7 +26,7 @@ from training.candidates import FAMILIES
     catchup=False,
     is_paused_upon_creation=False,
     # Celery routes the training tasks to workers serving the `training` queue (LocalExecutor ignores it).
-    default_args={"retries": 1, "queue": "training"},
+    default_args={"retries": 1, "queue": "training", "on_failure_callback": on_task_failure},
     tags=["training"],
 )
 def training():

@@ -111,3 +111,24 @@ def publish(batch: dict, written: dict) -> datasets.FeatureTableExtra:
     extra = datasets.check_extra(datasets.feature_table, datasets.feature_table_extra(batch))
     materialize_written(written)
     return extra
+
+
+def alert_quarantined(batch: dict) -> str | None:
+    """Tell a person when a batch quarantined files or rows: which, how many, why, and where they are."""
+    from features.ingest import ACCEPTED, DUPLICATE
+
+    hit = [f for f in batch["files"] if f.get("rows_quarantined") or f["status"] not in (ACCEPTED, DUPLICATE)]
+    if not hit:
+        return None
+    import alerts
+
+    lines = [f"{f['name']}: {f['status']}, {f.get('rows_quarantined', 0)} of {f.get('rows_in', 0)} rows "
+             f"quarantined ({f.get('reason') or 'row reasons in the file'}) -> "
+             f"{f.get('quarantined_rows_at') or f.get('move_to')}" for f in hit]
+    return alerts.send(alerts.Alert(
+        kind="quarantined",
+        title=f"batch {batch['batch_id']}: {batch['rows_quarantined']} of {batch['rows_in']} rows quarantined",
+        text="\n".join(lines),
+        fields={"batch_id": batch["batch_id"], "rows_in": batch["rows_in"],
+                "rows_quarantined": batch["rows_quarantined"], "files": len(hit)},
+    ))

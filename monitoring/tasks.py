@@ -104,8 +104,15 @@ def judge_window(summary: dict, now: datetime | None = None, cfg: settings.Setti
              summary.get("failed_tests"), summary["drifted_columns"], summary.get("prediction_drift"),
              summary["report_path"])
     if decision.data_quality_incident:
-        log.warning("data-quality incident in window %s: features missing from served rows %s (report %s)",
-                    window["id"], list(decision.data_quality_incident), summary["report_path"])
+        import alerts
+
+        alerts.send(alerts.Alert(
+            kind="data_quality_incident",
+            title=f"{cfg.model_name} v{version}: features missing from served rows",
+            text=f"{', '.join(decision.data_quality_incident)} missing in window {window['id']} "
+                 f"(more than the reference's share plus {cfg.missing_share_margin}); not drift, no retraining",
+            fields={"model_version": version, "window": window["id"], "report": summary["report_path"]},
+        ))
     numbers = {k: summary.get(k) for k in ("rows", "drift_share", "drift_detected", "drifted_columns",
                                            "missing_columns", "failed_tests", "report_path")}
     state.save(state.record_window(current, version, window["id"], window["files"], decision, numbers, now))

@@ -110,7 +110,8 @@ def describe_deployed(x: dict) -> str:
 
 
 def describe_drift(x: dict) -> str:
-    return f"share {x['drift_share']} drifted for v{x['model_version']}: {x['report_path']}"
+    return (f"v{x['model_version']}: failed {'; '.join(x['failed_tests']) or 'none'} "
+            f"(drifted columns {', '.join(x['drifted_columns']) or 'none'}): {x['report_path']}")
 
 
 def months_to_drop(count: int) -> list[str]:

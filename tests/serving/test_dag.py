@@ -119,6 +119,17 @@ def test_a_broken_version_leaves_production_unchanged_and_the_run_says_why(stack
     assert tasks["rollback"] == "failed"  # the only leaf: fails the run, naming validate's reason
     assert "does not load" in failure_reason(run_id, "validate")
     assert events == []
+    # A person is told, through the failure callback (no webhook set here: the alerts file).
+    import json
+
+    import alerts
+    import settings
+
+    sent = [json.loads(line) for line in settings.get().home.joinpath(*alerts.ALERTS_FILE).read_text().splitlines()]
+    mine = [a for a in sent if a["fields"].get("run_id") == run_id]
+    assert {a["title"] for a in mine} >= {"serving.validate failed", "serving.rollback failed"}, mine
+    assert all(a["kind"] == "task_failed" for a in mine)
+    assert any("does not load" in a["text"] for a in mine if a["title"] == "serving.rollback failed")
     assert model_registry.alias_version(mlflow_server, versions["name"], model_registry.PRODUCTION) == versions["v1"]
     assert server_version(stack) == versions["v1"]
 
