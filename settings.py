@@ -93,6 +93,8 @@ class Settings:
     drift_sample_cap: int
     quality_drop_margin: float
     retrain_cooldown_minutes: float
+    retrain_max_attempts: int
+    retrain_retry_minutes: float
 
 
 def load() -> Settings:
@@ -152,6 +154,8 @@ def load() -> Settings:
         drift_sample_cap=_int("MLOPS_DRIFT_SAMPLE_CAP", 20_000),
         quality_drop_margin=_float("MLOPS_QUALITY_DROP_MARGIN", 0.05),
         retrain_cooldown_minutes=_float("MLOPS_RETRAIN_COOLDOWN_MINUTES", 5.0),
+        retrain_max_attempts=_int("MLOPS_RETRAIN_MAX_ATTEMPTS", 3),
+        retrain_retry_minutes=_float("MLOPS_RETRAIN_RETRY_MINUTES", 30.0),
     )
 
 

@@ -10,10 +10,17 @@ missing from the window are a data-quality incident: named in the decision, neve
 reason to retrain (retraining cannot bring a lost feed back). Do not retrain when
 - the window is too small to judge (`min_rows`);
 - a retraining was already triggered for this deployed version in this drift
-  episode (an episode is a run of drifted windows; a clean window ends it);
+  episode (an episode is a run of drifted windows; a clean window ends it), unless
+  the retry rule below allows another;
 - the model-wide cool-down after the last drift-triggered retraining is not over.
 The last two are the loop guard: retraining, redeploying and monitoring the same
 traffic cannot trigger retraining after retraining.
+
+No silent stop. Monitoring follows the deployed version, so a drifted window of the
+same version `retry_after` after an attempt means the attempt did not replace it
+(the gate held, validation failed, the deployment rolled back). Then the policy tries
+again, up to `max_attempts` per episode; after the last one it says
+`attempts_exhausted`, and the monitoring task alerts a person once.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ MIN_LABELLED_ROWS = 200
 TOO_FEW_ROWS = "too_few_rows"
 NO_DRIFT = "no_drift"
 ALREADY_TRIGGERED = "already_triggered"
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 COOLDOWN = "cooldown"
 RETRAIN = "retrain"
 
@@ -41,6 +49,8 @@ class Thresholds:
     quality_drop_margin: float
     cooldown: timedelta
     min_labelled_rows: int = MIN_LABELLED_ROWS
+    max_attempts: int = 3  # drift-triggered retrainings per deployed version and episode
+    retry_after: timedelta = timedelta(minutes=30)  # since the episode's last attempt
 
     @classmethod
     def from_settings(cls, cfg) -> "Thresholds":
@@ -49,6 +59,8 @@ class Thresholds:
             drift_share=cfg.drift_share_threshold,
             quality_drop_margin=cfg.quality_drop_margin,
             cooldown=timedelta(minutes=cfg.retrain_cooldown_minutes),
+            max_attempts=cfg.retrain_max_attempts,
+            retry_after=timedelta(minutes=cfg.retrain_retry_minutes),
         )
 
 
@@ -70,7 +82,8 @@ class Observation:
 class History:
     """What the state remembers when the window is judged."""
 
-    retrain_triggered_in_episode: bool = False  # this deployed version, this drift episode
+    attempts_in_episode: int = 0  # drift-triggered retrainings for this deployed version, this episode
+    last_attempt_at: datetime | None = None  # the latest of them
     last_retrain_at: datetime | None = None  # any version of the model
 
 
@@ -109,8 +122,11 @@ def decide(obs: Observation, history: History, limits: Thresholds, now: datetime
             "data_quality_incident": tuple(obs.missing_columns)}
     if not (data_drift or quality_dropped):
         return Decision(False, NO_DRIFT, drifted=False, **base)
-    if history.retrain_triggered_in_episode:
-        return Decision(False, ALREADY_TRIGGERED, drifted=True, **base)
+    if history.attempts_in_episode and (history.last_attempt_at is None
+                                        or now - history.last_attempt_at < limits.retry_after):
+        return Decision(False, ALREADY_TRIGGERED, drifted=True, **base)  # the last attempt may still deploy
+    if history.attempts_in_episode >= limits.max_attempts:
+        return Decision(False, ATTEMPTS_EXHAUSTED, drifted=True, **base)
     if history.last_retrain_at is not None:
         left = (history.last_retrain_at + limits.cooldown - now).total_seconds()
         if left > 0:

@@ -21,7 +21,7 @@ import copy
 from datetime import datetime, timezone
 
 import storage
-from monitoring.policy import Decision, History
+from monitoring.policy import ATTEMPTS_EXHAUSTED, Decision, History
 
 KEEP_WINDOWS = 200  # per version, for the log of recent decisions
 
@@ -62,13 +62,21 @@ def consumed_files(state: dict, version: str) -> set[str]:
 
 
 def history(state: dict, version: str) -> History:
-    """The policy's view of the past: retrain already triggered in this episode? last retrain when?"""
-    episode = version_state(state, version)["episode"]
+    """The policy's view of the past: attempts in this episode and the last one; last retrain of the model."""
+    episode = version_state(state, version)["episode"] or {}
     last = state.get("last_retrain")
+    attempts = episode.get("attempts", 1 if episode.get("retrain_at") else 0)  # state files before the count
     return History(
-        retrain_triggered_in_episode=bool(episode and episode.get("retrain_at")),
+        attempts_in_episode=attempts,
+        last_attempt_at=datetime.fromisoformat(episode["retrain_at"]) if episode.get("retrain_at") else None,
         last_retrain_at=datetime.fromisoformat(last["at"]) if last else None,
     )
+
+
+def exhaustion_alerted(state: dict, version: str) -> bool:
+    """Was a person already told that this episode's retrainings are exhausted?"""
+    episode = version_state(state, version)["episode"] or {}
+    return bool(episode.get("exhausted_at"))
 
 
 def recorded_window(state: dict, version: str, window_id: str) -> dict | None:
@@ -94,12 +102,16 @@ def record_window(
     at = now.astimezone(timezone.utc).isoformat()
     if decision.drifted is True and entry["episode"] is None:
         entry["episodes"] += 1
-        entry["episode"] = {"number": entry["episodes"], "started_at": at, "retrain_at": None, "retrain_window": None}
+        entry["episode"] = {"number": entry["episodes"], "started_at": at, "retrain_at": None, "retrain_window": None,
+                            "attempts": 0}
     elif decision.drifted is False:
         entry["episode"] = None
     if decision.retrain:
-        entry["episode"].update(retrain_at=at, retrain_window=window_id)
+        before = entry["episode"].get("attempts", 1 if entry["episode"].get("retrain_at") else 0)
+        entry["episode"].update(retrain_at=at, retrain_window=window_id, attempts=before + 1)
         new["last_retrain"] = {"at": at, "version": str(version), "window": window_id}
+    if decision.reason == ATTEMPTS_EXHAUSTED:
+        entry["episode"].setdefault("exhausted_at", at)
     episode = entry["episode"]["number"] if entry["episode"] else None
     entry["windows"] = (entry["windows"] + [
         {"window": window_id, "at": at, "episode": episode, "decision": decision.as_dict(), **numbers}

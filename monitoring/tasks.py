@@ -98,7 +98,8 @@ def judge_window(summary: dict, now: datetime | None = None, cfg: settings.Setti
         return recorded["decision"]
     limits = policy.Thresholds.from_settings(cfg)
     obs = observation(summary)
-    decision = policy.decide(obs, state.history(current, version), limits, now)
+    past = state.history(current, version)
+    decision = policy.decide(obs, past, limits, now)
     log.info("%s v%s window %s: %s", cfg.model_name, version, window["id"], policy.explain(obs, decision, limits))
     log.info("failed tests %s; drifted columns %s; prediction drift score %s; report %s",
              summary.get("failed_tests"), summary["drifted_columns"], summary.get("prediction_drift"),
@@ -111,6 +112,17 @@ def judge_window(summary: dict, now: datetime | None = None, cfg: settings.Setti
             title=f"{cfg.model_name} v{version}: features missing from served rows",
             text=f"{', '.join(decision.data_quality_incident)} missing in window {window['id']} "
                  f"(more than the reference's share plus {cfg.missing_share_margin}); not drift, no retraining",
+            fields={"model_version": version, "window": window["id"], "report": summary["report_path"]},
+        ))
+    if decision.reason == policy.ATTEMPTS_EXHAUSTED and not state.exhaustion_alerted(current, version):
+        import alerts
+
+        alerts.send(alerts.Alert(
+            kind="retraining_exhausted",
+            title=f"{cfg.model_name} v{version} still serves a drifted window after {past.attempts_in_episode} "
+                  f"retrainings",
+            text="no retrained version replaced it (gate held, validation failed or the deployment rolled "
+                 "back): monitoring stops retrying this episode until a clean window; a person must look",
             fields={"model_version": version, "window": window["id"], "report": summary["report_path"]},
         ))
     numbers = {k: summary.get(k) for k in ("rows", "drift_share", "drift_detected", "drifted_columns",

@@ -29,7 +29,7 @@ def test_too_few_rows_is_no_judgement_even_when_drifted():
 
 
 def test_clean_window_does_not_retrain_and_ends_the_episode():
-    d = decide(obs(share=0.49), History(retrain_triggered_in_episode=True), LIMITS, NOW)
+    d = decide(obs(share=0.49), History(attempts_in_episode=1, last_attempt_at=NOW), LIMITS, NOW)
     assert (d.retrain, d.reason, d.drifted, d.data_drift) == (False, policy.NO_DRIFT, False, False)
 
 
@@ -84,9 +84,23 @@ def test_lower_is_better_metrics_drop_when_they_rise():
     assert not better.retrain and better.quality_drop == pytest.approx(-0.15)
 
 
-def test_no_second_retrain_in_the_same_episode():
-    d = decide(obs(share=0.9), History(retrain_triggered_in_episode=True), LIMITS, NOW)
+def test_no_second_retrain_in_the_same_episode_before_the_retry_time():
+    d = decide(obs(share=0.9), History(attempts_in_episode=1, last_attempt_at=NOW - timedelta(minutes=29)),
+               LIMITS, NOW)
     assert (d.retrain, d.reason, d.drifted) == (False, policy.ALREADY_TRIGGERED, True)
+
+
+def test_a_version_still_serving_drifted_traffic_after_the_retry_time_is_retried_then_a_person_is_told():
+    """No silent stop: the attempt did not replace the version (monitoring still watches it)."""
+    again = decide(obs(share=0.9), History(attempts_in_episode=1, last_attempt_at=NOW - timedelta(minutes=30)),
+                   LIMITS, NOW)
+    assert (again.retrain, again.reason) == (True, policy.RETRAIN)
+    third = decide(obs(share=0.9), History(attempts_in_episode=2, last_attempt_at=NOW - timedelta(hours=1)),
+                   LIMITS, NOW)
+    assert third.retrain
+    done = decide(obs(share=0.9), History(attempts_in_episode=3, last_attempt_at=NOW - timedelta(hours=5)),
+                  LIMITS, NOW)
+    assert (done.retrain, done.reason) == (False, policy.ATTEMPTS_EXHAUSTED)
 
 
 def test_cooldown_blocks_until_it_is_over():

@@ -104,3 +104,34 @@ def test_baseline_keeps_the_latest_deployment(monitor_env):
     state.record_baseline(name, "3", T0 + timedelta(hours=1), previous_version="4")  # deployed again
     assert state.load_baseline(name, "3")["deployed_at"] == (T0 + timedelta(hours=1)).isoformat()
     assert state.load_baseline(name, "9") is None
+
+
+def test_no_silent_stop_a_retraining_that_never_deploys_is_retried_bounded_then_alerted(monitor_env, home):
+    """Every drift-triggered retraining fails to deploy: v1 keeps serving drifted traffic.
+
+    Judged every 2 minutes for 4 hours: the policy retries after `retry_after`, at most
+    `max_attempts` times in the episode, and then a person is told, once.
+    """
+    import json
+
+    import alerts
+    import settings
+
+    cfg = settings.get()
+    limits = policy.Thresholds.from_settings(cfg)
+    decisions = []
+    for i in range(120):
+        summary = {"model_name": cfg.model_name, "model_version": "1", "rows": 2500, "drift_share": 0.3,
+                   "drift_detected": True, "drifted_columns": ["temp", "dewp"], "missing_columns": [],
+                   "failed_tests": ["Share of Drifted Columns: Less 0.080"], "report_path": f"file:///r/w{i}.html",
+                   "quality": {"metric": "roc_auc", "value": None, "reference": 0.7, "labelled_rows": 0},
+                   "window": {"id": f"w{i:03d}", "files": [f"w{i:03d}.parquet"]}}
+        decisions.append((T0 + timedelta(minutes=2 * i), tasks.judge_window(summary, now=T0 + timedelta(minutes=2 * i))))
+    attempts = [t for t, d in decisions if d["retrain"]]
+    assert len(attempts) == limits.max_attempts == 3
+    assert [b - a >= limits.retry_after for a, b in zip(attempts, attempts[1:])] == [True, True]
+    exhausted = [t for t, d in decisions if d["reason"] == policy.ATTEMPTS_EXHAUSTED]
+    assert exhausted and exhausted[0] >= attempts[-1] + limits.retry_after
+    sent = [json.loads(line) for line in cfg.home.joinpath(*alerts.ALERTS_FILE).read_text().splitlines()]
+    told = [a for a in sent if a["kind"] == "retraining_exhausted"]
+    assert len(told) == 1 and "after 3 retrainings" in told[0]["title"]
