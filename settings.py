@@ -92,6 +92,7 @@ class Settings:
     missing_share_margin: float
     drift_sample_cap: int
     quality_drop_margin: float
+    calibration_gap_limit: float
     retrain_cooldown_minutes: float
     retrain_max_attempts: int
     retrain_retry_minutes: float
@@ -153,6 +154,7 @@ def load() -> Settings:
         missing_share_margin=_float("MLOPS_MISSING_SHARE_MARGIN", 0.25),
         drift_sample_cap=_int("MLOPS_DRIFT_SAMPLE_CAP", 20_000),
         quality_drop_margin=_float("MLOPS_QUALITY_DROP_MARGIN", 0.05),
+        calibration_gap_limit=_float("MLOPS_CALIBRATION_GAP_LIMIT", 0.05),
         retrain_cooldown_minutes=_float("MLOPS_RETRAIN_COOLDOWN_MINUTES", 5.0),
         retrain_max_attempts=_int("MLOPS_RETRAIN_MAX_ATTEMPTS", 3),
         retrain_retry_minutes=_float("MLOPS_RETRAIN_RETRY_MINUTES", 30.0),

@@ -4,8 +4,12 @@ Plain data in, a decision out: no I/O, no clock, so every branch is unit-tested.
 
 Retrain when the window's report found data drift (its critical test on the share of
 drifted columns failed: `monitoring.report`, so the HTML says what the policy acts
-on), or when the quality measured on served flights whose labels arrived fell by more
-than `quality_drop_margin` below what training reported on its test split. Features
+on), or when the quality measured on served flights whose labels arrived fell: the primary
+metric, log loss or Brier score worse by more than `quality_drop_margin` than training
+reported on its test split, or the calibration gap (mean predicted late rate minus the
+observed one) beyond `calibration_gap_limit` either way. ROC AUC alone misses a model
+whose ranking holds while its probabilities drift off (v1 on July: ROC AUC -0.027, log
+loss 0.561 -> 0.692, predicted 0.358 against 0.458 observed). Features
 missing from the window are a data-quality incident: named in the decision, never a
 reason to retrain (retraining cannot bring a lost feed back). Do not retrain when
 - the window is too small to judge (`min_rows`);
@@ -49,6 +53,7 @@ class Thresholds:
     quality_drop_margin: float
     cooldown: timedelta
     min_labelled_rows: int = MIN_LABELLED_ROWS
+    calibration_gap_limit: float = 0.05
     max_attempts: int = 3  # drift-triggered retrainings per deployed version and episode
     retry_after: timedelta = timedelta(minutes=30)  # since the episode's last attempt
 
@@ -59,6 +64,7 @@ class Thresholds:
             drift_share=cfg.drift_share_threshold,
             quality_drop_margin=cfg.quality_drop_margin,
             cooldown=timedelta(minutes=cfg.retrain_cooldown_minutes),
+            calibration_gap_limit=cfg.calibration_gap_limit,
             max_attempts=cfg.retrain_max_attempts,
             retry_after=timedelta(minutes=cfg.retrain_retry_minutes),
         )
@@ -76,6 +82,8 @@ class Observation:
     quality: float | None = None  # on the window's served flights whose labels are known
     reference_quality: float | None = None  # the version's training-reported test metric
     labelled_rows: int = 0
+    figures: dict | None = None  # every quality figure of the window (monitoring.report.quality_figures)
+    reference_figures: dict | None = None  # the version's test figures, by metric name
 
 
 @dataclass(frozen=True)
@@ -96,12 +104,14 @@ class Decision:
     quality_dropped: bool = False
     quality_drop: float | None = None
     cooldown_left_seconds: float = 0.0
+    quality_reasons: tuple[str, ...] = ()  # which quality figures fell, with their numbers
     data_quality_incident: tuple[str, ...] = ()  # features missing from the window
 
 
     def as_dict(self) -> dict:
         """JSON-shaped: what XCom and the state file hold."""
-        return {**asdict(self), "data_quality_incident": list(self.data_quality_incident)}
+        return {**asdict(self), "data_quality_incident": list(self.data_quality_incident),
+                "quality_reasons": list(self.quality_reasons)}
 
 
 def quality_drop(obs: Observation, min_labelled_rows: int = MIN_LABELLED_ROWS) -> float | None:
@@ -111,15 +121,43 @@ def quality_drop(obs: Observation, min_labelled_rows: int = MIN_LABELLED_ROWS) -
     return -improvement(obs.quality_metric, obs.quality, obs.reference_quality)
 
 
+SECONDARY = ("log_loss", "brier")  # judged beside the primary metric when both sides have them
+
+
+def quality_reasons(obs: Observation, limits: Thresholds) -> tuple[str, ...]:
+    """Each quality figure of the window that fell beyond its limit, as a readable reason."""
+    if obs.labelled_rows < limits.min_labelled_rows:
+        return ()
+    out = []
+    drop = quality_drop(obs, limits.min_labelled_rows)
+    if drop is not None and drop > limits.quality_drop_margin:
+        out.append(f"{obs.quality_metric} {obs.quality:.4f} vs {obs.reference_quality:.4f} in training "
+                   f"(worse by {drop:.4f} > {limits.quality_drop_margin})")
+    figures, reference = obs.figures or {}, obs.reference_figures or {}
+    for metric in SECONDARY:
+        if metric == obs.quality_metric or figures.get(metric) is None or reference.get(metric) is None:
+            continue
+        worse = -improvement(metric, figures[metric], reference[metric])
+        if worse > limits.quality_drop_margin:
+            out.append(f"{metric} {figures[metric]:.4f} vs {reference[metric]:.4f} in training "
+                       f"(worse by {worse:.4f} > {limits.quality_drop_margin})")
+    gap = figures.get("calibration_gap")
+    if gap is not None and abs(gap) > limits.calibration_gap_limit:
+        out.append(f"calibration gap {gap:+.4f} (predicted {figures['mean_probability']:.4f}, observed "
+                   f"{figures['late_rate']:.4f}) beyond +-{limits.calibration_gap_limit}")
+    return tuple(out)
+
+
 def decide(obs: Observation, history: History, limits: Thresholds, now: datetime) -> Decision:
     """The decision for one window; `now` is passed in so tests control the clock."""
     if obs.rows < limits.min_rows:
         return Decision(False, TOO_FEW_ROWS, drifted=None)
     drop = quality_drop(obs, limits.min_labelled_rows)
     data_drift = obs.drift_detected
-    quality_dropped = drop is not None and drop > limits.quality_drop_margin
+    reasons = quality_reasons(obs, limits)
+    quality_dropped = bool(reasons)
     base = {"data_drift": data_drift, "quality_dropped": quality_dropped, "quality_drop": drop,
-            "data_quality_incident": tuple(obs.missing_columns)}
+            "quality_reasons": reasons, "data_quality_incident": tuple(obs.missing_columns)}
     if not (data_drift or quality_dropped):
         return Decision(False, NO_DRIFT, drifted=False, **base)
     if history.attempts_in_episode and (history.last_attempt_at is None
@@ -135,6 +173,8 @@ def decide(obs: Observation, history: History, limits: Thresholds, now: datetime
 
 
 def _quality_text(obs: Observation, decision: Decision, limits: Thresholds) -> str:
+    if decision.quality_reasons:
+        return "QUALITY FELL: " + "; ".join(decision.quality_reasons)
     if decision.quality_drop is not None:
         return (f"{obs.quality_metric} {obs.quality:.4f} vs training {obs.reference_quality:.4f} "
                 f"(drop {decision.quality_drop:+.4f}, margin {limits.quality_drop_margin})")

@@ -51,6 +51,7 @@ import storage
 from features.compute import LABEL, MODEL_FEATURES, model_frame
 from model_registry import Tag
 from serving.inference_log import PREDICTION as DECISION, PROBABILITY as PREDICTION
+from training.metrics import METRICS
 from training.tracking import REFERENCE_ARTIFACT, REFERENCE_PREDICTION
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,8 @@ def drift(current: pd.DataFrame, reference: pd.DataFrame, column_threshold: floa
 
 # -- quality -------------------------------------------------------------------------------
 def quality_figures(labels: pd.Series, probability: pd.Series, prediction: pd.Series) -> dict[str, float | None]:
-    """`training.metrics.scores` of served predictions (F1 of the served 0/1 decisions) and the late rate.
+    """`training.metrics.scores` of served predictions (F1 of the served 0/1 decisions), the observed late
+    rate, the mean predicted probability and the calibration gap (predicted minus observed).
 
     With one class only in the labels the rank metrics are undefined: None.
     """
@@ -217,7 +219,9 @@ def quality_figures(labels: pd.Series, probability: pd.Series, prediction: pd.Se
                                                           decisions=prediction.astype(int).to_numpy())
     except metrics.SingleClass:
         figures = {name: None for name in metrics.METRICS}
-    return {**figures, "late_rate": float(y.mean())}
+    mean_probability = float(probability.astype(float).mean())
+    return {**figures, "late_rate": float(y.mean()), "mean_probability": mean_probability,
+            "calibration_gap": mean_probability - float(y.mean())}
 
 
 def labelled(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -253,8 +257,10 @@ def quality_snapshot(current: pd.DataFrame, reference: pd.DataFrame, threshold: 
 def quality(rows: pd.DataFrame, ref: Reference, metric: str, min_rows: int, cap: int) -> tuple[dict, object | None]:
     """The quality figures of the window (and Evidently's view, on at most `cap` rows) once enough labels are known."""
     known = labelled(rows, ref.decision_threshold)
-    out = {"metric": metric, "value": None, "reference": ref.metrics.get(f"{Tag.TEST_METRIC_PREFIX}{metric}"),
-           "labelled_rows": int(len(known)), "figures": None}
+    reference = {m: ref.metrics[f"{Tag.TEST_METRIC_PREFIX}{m}"] for m in METRICS
+                 if f"{Tag.TEST_METRIC_PREFIX}{m}" in ref.metrics}
+    out = {"metric": metric, "value": None, "reference": reference.get(metric),
+           "labelled_rows": int(len(known)), "figures": None, "reference_figures": reference}
     if len(known) < min_rows or known[LABEL].nunique() < 2:
         return out, None
     figures = quality_figures(known[LABEL], known[PREDICTION], known[DECISION])

@@ -82,6 +82,8 @@ def observation(summary: dict) -> policy.Observation:
         quality=q.get("value"),
         reference_quality=q.get("reference"),
         labelled_rows=q.get("labelled_rows") or 0,
+        figures=q.get("figures"),
+        reference_figures=q.get("reference_figures"),
     )
 
 

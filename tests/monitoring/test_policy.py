@@ -133,3 +133,34 @@ def test_the_log_line_carries_the_decision_and_numbers(decision, expected):
     assert expected in line
     assert "rows 4321 (min 2000)" in line and "drift detected (share 0.650, threshold 0.5)" in line
     assert "quality unknown (12 labelled rows, need 200)" in line
+
+
+def test_log_loss_and_calibration_catch_what_roc_auc_misses():
+    """v1 on July, measured: ROC AUC fell 0.027 (under the margin), log loss 0.561 -> 0.692, predicted 0.358 late
+    against 0.458 observed. The primary metric alone said 'no drift'; the other figures say the model is off."""
+    seen = Observation(rows=5000, drift_share=0.0, quality_metric="roc_auc", quality=0.688, reference_quality=0.715,
+                       labelled_rows=2400,
+                       figures={"roc_auc": 0.688, "log_loss": 0.692, "brier": 0.247, "late_rate": 0.458,
+                                "mean_probability": 0.358, "calibration_gap": -0.100},
+                       reference_figures={"roc_auc": 0.715, "log_loss": 0.561, "brier": 0.189})
+    d = decide(seen, FRESH, LIMITS, NOW)
+    assert (d.retrain, d.data_drift, d.quality_dropped) == (True, False, True)
+    assert [r.split(" ")[0] for r in d.quality_reasons] == ["log_loss", "brier", "calibration"]
+    assert "calibration gap -0.1000 (predicted 0.3580, observed 0.4580)" in d.quality_reasons[2]
+    assert "QUALITY FELL: log_loss 0.6920 vs 0.5610" in policy.explain(seen, d, LIMITS)
+
+
+def test_a_calibrated_model_whose_figures_hold_is_not_retrained():
+    seen = Observation(rows=5000, drift_share=0.0, quality=0.71, reference_quality=0.715, labelled_rows=2400,
+                       figures={"roc_auc": 0.71, "log_loss": 0.57, "brier": 0.19, "late_rate": 0.30,
+                                "mean_probability": 0.32, "calibration_gap": 0.02},
+                       reference_figures={"roc_auc": 0.715, "log_loss": 0.561, "brier": 0.189})
+    d = decide(seen, FRESH, LIMITS, NOW)
+    assert (d.retrain, d.quality_dropped, d.quality_reasons) == (False, False, ())
+
+
+def test_quality_figures_from_too_few_labels_are_not_judged():
+    seen = Observation(rows=5000, drift_share=0.0, labelled_rows=199,
+                       figures={"log_loss": 2.0, "late_rate": 0.9, "mean_probability": 0.1, "calibration_gap": -0.8},
+                       reference_figures={"log_loss": 0.5})
+    assert decide(seen, FRESH, LIMITS, NOW).quality_reasons == ()
