@@ -95,6 +95,7 @@ class Settings:
     calibration_gap_limit: float
     retrain_cooldown_minutes: float
     retrain_max_attempts: int
+    retrain_min_new_labels: int
     retrain_retry_minutes: float
 
 
@@ -132,7 +133,7 @@ def load() -> Settings:
         mlflow_artifact_root=_env("MLOPS_MLFLOW_ARTIFACT_ROOT", "mlflow-artifacts:/flight_delay"),
         model_name=_env("MLOPS_MODEL_NAME", "flight_delay"),
         training_window_weeks=_int("MLOPS_TRAINING_WINDOW_WEEKS", 0),
-        drift_training_window_weeks=_int("MLOPS_DRIFT_TRAINING_WINDOW_WEEKS", 8),
+        drift_training_window_weeks=_int("MLOPS_DRIFT_TRAINING_WINDOW_WEEKS", 0),
         training_max_rows=_int("MLOPS_TRAINING_MAX_ROWS", 120_000),
         gate_metric=_env("MLOPS_GATE_METRIC", "roc_auc"),
         gate_margin=_float("MLOPS_GATE_MARGIN", 0.005),
@@ -157,6 +158,7 @@ def load() -> Settings:
         calibration_gap_limit=_float("MLOPS_CALIBRATION_GAP_LIMIT", 0.05),
         retrain_cooldown_minutes=_float("MLOPS_RETRAIN_COOLDOWN_MINUTES", 5.0),
         retrain_max_attempts=_int("MLOPS_RETRAIN_MAX_ATTEMPTS", 3),
+        retrain_min_new_labels=_int("MLOPS_RETRAIN_MIN_NEW_LABELS", 1500),
         retrain_retry_minutes=_float("MLOPS_RETRAIN_RETRY_MINUTES", 30.0),
     )
 

@@ -37,6 +37,53 @@ def _dataset_url(key: str, name: str) -> str:
 
 
 # -- the training set -------------------------------------------------------------------------
+def new_labels_since_champion(cfg: settings.Settings | None = None) -> tuple[int, str | None, str | None]:
+    """(labelled flights departing after the champion's `data_as_of`, that time, the champion's version).
+
+    Without a champion (or a champion without the tag) every labelled flight is new: (count, None, version).
+    """
+    import pyarrow.dataset as ds
+
+    import model_registry
+    from features.compute import utc
+    from features.store import FLIGHTS_TABLE, read_offline_table
+
+    cfg = cfg or settings.get()
+    version = model_registry.production_version(cfg.mlflow_tracking_uri, cfg.model_name)
+    as_of = None
+    if version is not None:
+        tags = model_registry.version_tags(model_registry.client(cfg.mlflow_tracking_uri), cfg.model_name, version)
+        as_of = tags.get(Tag.DATA_AS_OF)
+    flights = read_offline_table(FLIGHTS_TABLE, filters=(ds.field("event_timestamp") > utc(as_of).to_pydatetime())
+                                 if as_of else None)
+    count = int(flights["flight_id"].nunique()) if not flights.empty else 0
+    return count, as_of, version
+
+
+def hold_reason(trigger: dict, cfg: settings.Settings | None = None) -> str | None:
+    """Why a drift-triggered run must not train yet, or None.
+
+    Retraining on the champion's own data learns nothing (the demo's first drift
+    retraining trained on exactly v1's batch and "won" by +0.0017 on February): a drift
+    run needs `retrain_min_new_labels` labelled flights newer than the champion's
+    `data_as_of`. Monitoring's retry lets a later drifted window try again once the
+    labels have arrived.
+    """
+    from training import events
+
+    cfg = cfg or settings.get()
+    if trigger["reason"] != events.DRIFT:
+        return None
+    count, as_of, version = new_labels_since_champion(cfg)
+    if version is None or count >= cfg.retrain_min_new_labels:
+        log.info("%d labelled flights newer than the champion v%s's data (as of %s): enough to retrain",
+                 count, version, as_of)
+        return None
+    return (f"retraining held: {count} labelled flights departed after champion v{version}'s data_as_of {as_of}, "
+            f"need {cfg.retrain_min_new_labels} (MLOPS_RETRAIN_MIN_NEW_LABELS); monitoring retries once more "
+            f"labels have arrived")
+
+
 def build_training_set(key: str, trigger: dict, as_of: str | None = None) -> dict:
     """Build the run's training set once; a re-run of the same key returns the first summary."""
     import pandas as pd
@@ -54,7 +101,9 @@ def build_training_set(key: str, trigger: dict, as_of: str | None = None) -> dic
     if flights.empty:
         raise dataset.NoTrainingData(f"no labelled flights known at {as_of_ts} in a {weeks}-week window")
     frame = dataset.with_features(flights)
-    frame["part"] = splitting.time_split(frame)
+    # A drift run is judged on the drifted period: the flights after the champion's data.
+    new_since = new_labels_since_champion(cfg)[1] if trigger["reason"] == events.DRIFT else None
+    frame["part"] = splitting.time_split(frame, new_since=pd.Timestamp(new_since) if new_since else None)
     store.write_parquet(_dataset_url(key, "dataset.parquet"), frame)
     counts = frame["part"].value_counts()
     summary = {
@@ -62,6 +111,7 @@ def build_training_set(key: str, trigger: dict, as_of: str | None = None) -> dic
         "url": _dataset_url(key, "dataset.parquet"),
         "as_of": as_of_ts.isoformat(),
         "window_weeks": weeks,
+        "judged_since": new_since,  # drift: the champion's data_as_of; the split's boundaries lie after it
         "max_rows": cfg.training_max_rows,
         # Every batch whose flights are in the set (a drift-started run has no feature_table event).
         "batch_ids": sorted(flights["batch_id"].astype(str).unique().tolist()),

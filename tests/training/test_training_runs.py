@@ -63,7 +63,7 @@ def run(key: str, trigger: dict, noisy: bool = False) -> tuple[dict, dict, dict 
     return data, decision, (tasks.register(decision, data, trigger) if decision["register"] else None)
 
 
-def test_champion_and_challenger_over_four_runs(training_env, tmp_path):
+def test_champion_and_challenger_over_four_runs(training_env, tmp_path, monkeypatch):
     name = training_env.model_name
     client = tracking.client()
 
@@ -128,6 +128,23 @@ def test_champion_and_challenger_over_four_runs(training_env, tmp_path):
     assert rescored == pytest.approx(e3["metrics"])
 
     client.set_registered_model_alias(name, model_registry.PRODUCTION, "2")
+
+    # A drift run trains only with enough labelled flights newer than the champion's data.
+    from features.store import read_offline_table
+    from support import reload_settings
+
+    count, as_of, version = tasks.new_labels_since_champion()
+    labelled = read_offline_table("flights")
+    assert (version, as_of) == ("2", v2.tags["data_as_of"])
+    assert count == labelled.loc[labelled["event_timestamp"] > pd.Timestamp(as_of), "flight_id"].nunique() > 0
+    monkeypatch.setenv("MLOPS_RETRAIN_MIN_NEW_LABELS", str(count + 1))
+    reload_settings()
+    held = tasks.hold_reason(drift(model_version="2"))
+    assert held.startswith(f"retraining held: {count} labelled flights departed after champion v2's data_as_of")
+    assert tasks.hold_reason(fresh(9)) is None  # fresh data is never held
+    monkeypatch.setenv("MLOPS_RETRAIN_MIN_NEW_LABELS", str(count))
+    reload_settings()
+    assert tasks.hold_reason(drift(model_version="2")) is None
 
     # 4. drift on the champion, same data: not worse is enough.
     _, d4, e4 = run("drift", drift(model_version="2"))

@@ -86,3 +86,24 @@ def test_ranges_report_each_parts_first_and_last_departure(parted):
     assert r["train_start"] == df.loc[part == split.TRAIN, "event_timestamp"].min().isoformat()
     assert pd.Timestamp(r["train_end"]) < pd.Timestamp(r["valid_start"]) <= pd.Timestamp(r["valid_end"]) \
         < pd.Timestamp(r["test_start"])
+
+
+def test_a_drift_run_is_judged_on_the_drifted_period():
+    """History up to the champion's data, then a new period: train on both, judge on the new one only."""
+    old = pd.date_range("2013-01-01", "2013-02-28 23:00", freq="h", tz="UTC")
+    new = pd.date_range("2013-07-01", "2013-07-03 23:00", freq="10min", tz="UTC")
+    departure = pd.Series(old.append(new))
+    df = pd.DataFrame({"event_timestamp": departure, "outcome_at": departure + pd.Timedelta(hours=3)})
+    since = pd.Timestamp("2013-03-01", tz="UTC")
+
+    part = split.time_split(df, new_since=since)
+
+    assert (part[df["event_timestamp"] <= since] == split.TRAIN).all()  # all the history trains
+    new_rows = df["event_timestamp"] > since
+    assert (part[new_rows] == split.TRAIN).sum() > 0.4 * new_rows.sum()  # ... with the new period's first half
+    assert df.loc[part == split.TEST, "event_timestamp"].min() > df.loc[part == split.VALID, "event_timestamp"].max()
+    tested = df.loc[part == split.TEST, "event_timestamp"]
+    assert tested.min() > since and len(tested) >= 0.25 * new_rows.sum()
+    # Too few new flights: the usual split.
+    few = df[df["event_timestamp"] <= pd.Timestamp("2013-07-01 10:00", tz="UTC")]
+    assert split.time_split(few, new_since=since).equals(split.time_split(few))
