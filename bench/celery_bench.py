@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -146,7 +147,13 @@ def inner(args) -> dict:
     for path in [*(REPO / "dags").glob("*.py"), REPO / "bench" / "dags" / "bench_candidates.py"]:
         (dags / path.name).symlink_to(path)
     started = time.perf_counter()
-    stack.up(cfg, timeout=600, extra_env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags)})
+    try:
+        stack.up(cfg, timeout=600, extra_env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags)})
+    except BaseException:  # leave no half-started stack, database or Redis key behind
+        stack.down(cfg)
+        stack.drop_databases(cfg)
+        stack.drop_redis_keys(cfg)
+        raise
     out = {"workers": cfg.celery_workers, "concurrency": cfg.celery_worker_concurrency,
            "stack_up_s": time.perf_counter() - started}
     groups = {f"airflow-worker-{i}": stack.running_pid(cfg, f"airflow-worker-{i}")
@@ -168,6 +175,9 @@ def inner(args) -> dict:
             out["candidates"] = candidates_workload(client)
             print(f"  {cfg.celery_workers} worker(s): 4 candidates in {out['candidates']['train_wall_s']:.1f}s "
                   f"(tasks {out['candidates']['train_task_s']})", flush=True)
+    except Exception as exc:  # keep what was measured (the peak memory so far) with the reason
+        traceback.print_exc()
+        out["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         sampler.stop.set()
         sampler.join(5)
@@ -181,6 +191,19 @@ def inner(args) -> dict:
 def efficiency(one: float, two: float) -> float:
     """T(1) / (2 x T(2)): 1.0 when doubling the workers halves the time."""
     return one / (2 * two)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """The runs, and the scaling efficiency of each workload that both the 1- and the 2-worker run
+    measured (a run that failed later still counts for the workloads it finished)."""
+    result = {"date": time.strftime("%Y-%m-%d"), "runs": runs}
+    by = {r["workers"]: r for r in runs}
+    if 1 in by and 2 in by:
+        result["efficiency"] = {
+            name: efficiency(by[1][name][key], by[2][name][key])
+            for name, key in (("months", "deployed_model_s"), ("candidates", "train_wall_s"))
+            if name in by[1] and name in by[2]}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,19 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         out = home / "result.json"
         cmd = [sys.executable, "-m", "bench.celery_bench", "--inner", str(out), "--skip", *args.skip]
         code = subprocess.run(cmd, env=env, cwd=REPO).returncode
-        if code != 0:
-            print(f"celery bench with {workers} worker(s) failed (exit {code}); logs in {home / 'logs'}",
+        run = json.loads(out.read_text()) if out.exists() else {"workers": workers, "peak_memory": {}}
+        if code != 0 or "error" in run:
+            run.setdefault("error", f"exit {code}")
+            print(f"celery bench with {workers} worker(s) failed ({run['error']}); logs in {home / 'logs'}",
                   file=sys.stderr)
-            return 1
-        runs.append(json.loads(out.read_text()))
-        shutil.rmtree(home, ignore_errors=True)
-    result = {"date": time.strftime("%Y-%m-%d"), "runs": runs}
-    by = {r["workers"]: r for r in runs}
-    if 1 in by and 2 in by:
-        result["efficiency"] = {
-            name: efficiency(by[1][w][key], by[2][w][key])
-            for name, w, key in (("months", "months", "deployed_model_s"), ("candidates", "candidates", "train_wall_s"))
-            if w in by[1] and w in by[2]}
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+        runs.append(run)  # a failed run still gives the peak memory and the workloads done before it
+    result = summarize(runs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     label = "-".join(str(w) for w in args.workers) + "w" + ("-skip-" + "-".join(args.skip) if args.skip else "")
     (RESULTS / f"celery-{label}.json").write_text(json.dumps(result, indent=2))
@@ -226,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('candidates', {}).get('train_wall_s', float('nan')):.1f} | {pss} | {rss} |")
     if "efficiency" in result:
         print(f"scaling efficiency (1 -> 2 workers): {result['efficiency']}")
-    return 0
+    failed = [r["workers"] for r in runs if "error" in r]
+    if failed:
+        print(f"failed: {failed} worker(s): {[r['error'] for r in runs if 'error' in r]}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

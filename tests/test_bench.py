@@ -56,3 +56,16 @@ def test_scaling_efficiency_is_one_when_two_workers_halve_the_time():
 
     assert efficiency(100.0, 50.0) == 1.0
     assert efficiency(100.0, 100.0) == 0.5
+
+
+def test_a_failed_celery_run_keeps_its_memory_and_the_workloads_it_finished():
+    from bench.celery_bench import summarize
+
+    one = {"workers": 1, "months": {"deployed_model_s": 300.0}, "error": "AssertionError: failed",
+           "peak_memory": {"airflow-worker-1": {"rss_mib": 1500.0, "pss_mib": 900.0, "processes": 6}}}
+    two = {"workers": 2, "months": {"deployed_model_s": 200.0}, "candidates": {"train_wall_s": 40.0},
+           "peak_memory": {}}
+    result = summarize([one, two])
+
+    assert result["efficiency"] == {"months": 0.75}
+    assert result["runs"][0]["peak_memory"]["airflow-worker-1"]["pss_mib"] == 900.0
