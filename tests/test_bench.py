@@ -58,6 +58,38 @@ def test_scaling_efficiency_is_one_when_two_workers_halve_the_time():
     assert efficiency(100.0, 100.0) == 0.5
 
 
+def _result(profile: str, scale: float) -> dict:
+    compute = {stage: 0.1 for path in PATH.values() for _, stage in path}
+    runs = [synthetic_run(wait=0.2 * scale), synthetic_run(wait=0.3 * scale)]
+    return {"profile": profile, "pairs": 2, "t_e2e_s": 20.0 * scale, "t_min_s": 8.0, "R": 2.5 * scale,
+            "breakdown_s": breakdown(runs[0], compute), "t_e2e_runs_s": [20.0 * scale, 21.0 * scale],
+            "t_min_runs_s": [8.0, 8.1], "stack_up_s": 60.0 * scale, "loadavg_before": [1.0, 1.0, 1.0],
+            "loadavg_after": [2.0, 1.5, 1.0], "per_task": per_task(runs, compute)}
+
+
+def test_side_by_side_has_a_column_per_profile_and_a_row_per_task_on_the_path():
+    from bench.chain_bench import side_by_side
+
+    lines = side_by_side([_result("embedded", 1.0), _result("celery", 2.0)])
+
+    assert lines[0] == "| | embedded | celery |"
+    assert all(line.count("|") == 4 for line in lines)
+    r = next(line for line in lines if line.startswith("| **R"))
+    assert "**2.50**" in r and "**5.00**" in r
+    for dag_id, path in PATH.items():
+        for task_id, _ in path:
+            assert sum(line.startswith(f"| {dag_id}.{task_id} ") for line in lines) == 1
+
+
+def test_bench_passes_the_options_after_the_name_to_that_benchmark():
+    from bench.__main__ import main, split
+
+    assert split(["chain", "--profile", "embedded", "celery"]) == (["chain"], ["--profile", "embedded", "celery"])
+    assert split(["serving", "dataops"]) == (["serving", "dataops"], [])
+    assert split([]) == ([], [])
+    assert main(["serving", "dataops", "--pairs", "1"]) == 2  # options for two benchmarks: refused
+
+
 def test_a_failed_celery_run_keeps_its_memory_and_the_workloads_it_finished():
     from bench.celery_bench import summarize
 
