@@ -11,8 +11,8 @@ databases and Redis keys (dropped afterwards), and two workloads run through it:
   the last one's end, and the DAG run's whole time.
 
 Scaling efficiency = T(1 worker) / (2 x T(2 workers)): 1.0 when two workers halve the time.
-Peak memory of each worker: its process group (Celery's main process, pool, supervisors and
-task processes) sampled every second, as the sum of RSS and the sum of PSS (shared pages
+Peak memory of each worker: its session (Celery's main process, pool, supervisors and task
+processes, which Airflow puts in process groups of their own) sampled every second, as the sum of RSS and the sum of PSS (shared pages
 counted once across the group's processes).
 
     python -m bench.celery_bench [--workers 1 2] [--skip months|candidates]
@@ -64,8 +64,24 @@ def profile_environment(home: Path, workers: int) -> dict[str, str]:
     return env
 
 
+def members(sessions: dict[str, int]) -> dict[str, list]:
+    """The processes of each session (psutil.Process objects). By session, not process group: the
+    stack starts each worker as a session leader, and Airflow's task supervisor puts every task
+    process into a process group of its own (so a group would miss the tasks themselves)."""
+    import psutil
+
+    by_session: dict[int, list] = {}
+    for proc in psutil.process_iter():
+        try:
+            by_session.setdefault(os.getsid(proc.pid), []).append(proc)
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return {name: by_session.get(sid, []) for name, sid in sessions.items()}
+
+
 class MemorySampler(threading.Thread):
-    """Peak RSS and PSS (MiB) of each worker's process group, sampled every second."""
+    """Peak RSS and PSS (MiB) of each worker's session (its main process, pool, task supervisors
+    and task processes), sampled every second."""
 
     def __init__(self, groups: dict[str, int]):
         super().__init__(daemon=True)
@@ -76,15 +92,8 @@ class MemorySampler(threading.Thread):
         import psutil
 
         while not self.stop.is_set():
-            by_group: dict[int, list] = {}
-            for proc in psutil.process_iter():
-                try:
-                    by_group.setdefault(os.getpgid(proc.pid), []).append(proc)
-                except (ProcessLookupError, psutil.Error, OSError):
-                    continue
-            for name, pgid in self.groups.items():
+            for name, procs in members(self.groups).items():
                 rss = pss = 0
-                procs = by_group.get(pgid, [])
                 for proc in procs:
                     try:
                         info = proc.memory_full_info()

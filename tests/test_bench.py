@@ -101,3 +101,21 @@ def test_a_failed_celery_run_keeps_its_memory_and_the_workloads_it_finished():
 
     assert result["efficiency"] == {"months": 0.75}
     assert result["runs"][0]["peak_memory"]["airflow-worker-1"]["pss_mib"] == 900.0
+
+
+def test_a_workers_memory_counts_processes_that_moved_to_a_process_group_of_their_own():
+    """Airflow's task supervisor setpgid()s every task process: the worker's session still holds it."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.celery_bench import members
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], process_group=0)
+    try:
+        assert os.getpgid(child.pid) != os.getpgid(0)
+        pids = [p.pid for p in members({"me": os.getsid(0)})["me"]]
+        assert child.pid in pids and os.getpid() in pids
+    finally:
+        child.kill()
+        child.wait()
