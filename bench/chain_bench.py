@@ -7,8 +7,8 @@ libraries imported, the stores opened), each stage's output handed to the next i
 
 The two are measured side by side on the same stack: after a warm-up deployment
 (Jan + Feb), each pair drops one month through Airflow and then runs the next month
-in-process, so both see the same amount of history. The gate margin is set to -1 so every
-run deploys, and the training window to 8 weeks so every run trains on the same amount
+in-process, so both see the same amount of history. The gate margin is set to -1 and the
+deployment check's latency ratio to 1000 so every run deploys, and the training window to 8 weeks so every run trains on the same amount
 of data. The per-hop breakdown comes from Airflow's task-instance timestamps:
 
 - detection: the file written -> the landing sensor done (trigger poll, stability wait, resume);
@@ -378,6 +378,10 @@ def run_profile(args, profile: str) -> dict | None:
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
         "MLOPS_GATE_MARGIN": "-1", "MLOPS_TRAINING_WINDOW_WEEKS": "8",
+        # Every run must deploy: with the margin at -1 a hist_gb challenger replaces a logreg
+        # champion about twice as slow per row, which the 1.5x latency ratio refuses (seen in
+        # the in-process run). The check still runs and is timed; only its verdict is loosened.
+        "MLOPS_SERVING_LATENCY_RATIO": "1000",
         "MLOPS_PRELOAD_TASK_LIBRARIES": "false" if args.no_preload else "true",
     })
     samples = REPO / ".local" / "samples"
