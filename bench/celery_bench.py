@@ -11,8 +11,8 @@ databases and Redis keys (dropped afterwards), and two workloads run through it:
   the last one's end, and the DAG run's whole time.
 
 Scaling efficiency = T(1 worker) / (2 x T(2 workers)): 1.0 when two workers halve the time.
-Peak memory of each worker: its process group (Celery's main process, pool, supervisors and
-task processes) sampled every second, as the sum of RSS and the sum of PSS (shared pages
+Peak memory of each worker: its session (Celery's main process, pool, supervisors and task
+processes, which Airflow puts in process groups of their own) sampled every second, as the sum of RSS and the sum of PSS (shared pages
 counted once across the group's processes).
 
     python -m bench.celery_bench [--workers 1 2] [--skip months|candidates]
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -63,8 +64,24 @@ def profile_environment(home: Path, workers: int) -> dict[str, str]:
     return env
 
 
+def members(sessions: dict[str, int]) -> dict[str, list]:
+    """The processes of each session (psutil.Process objects). By session, not process group: the
+    stack starts each worker as a session leader, and Airflow's task supervisor puts every task
+    process into a process group of its own (so a group would miss the tasks themselves)."""
+    import psutil
+
+    by_session: dict[int, list] = {}
+    for proc in psutil.process_iter():
+        try:
+            by_session.setdefault(os.getsid(proc.pid), []).append(proc)
+        except (ProcessLookupError, psutil.Error, OSError):
+            continue
+    return {name: by_session.get(sid, []) for name, sid in sessions.items()}
+
+
 class MemorySampler(threading.Thread):
-    """Peak RSS and PSS (MiB) of each worker's process group, sampled every second."""
+    """Peak RSS and PSS (MiB) of each worker's session (its main process, pool, task supervisors
+    and task processes), sampled every second."""
 
     def __init__(self, groups: dict[str, int]):
         super().__init__(daemon=True)
@@ -75,15 +92,8 @@ class MemorySampler(threading.Thread):
         import psutil
 
         while not self.stop.is_set():
-            by_group: dict[int, list] = {}
-            for proc in psutil.process_iter():
-                try:
-                    by_group.setdefault(os.getpgid(proc.pid), []).append(proc)
-                except (ProcessLookupError, psutil.Error, OSError):
-                    continue
-            for name, pgid in self.groups.items():
+            for name, procs in members(self.groups).items():
                 rss = pss = 0
-                procs = by_group.get(pgid, [])
                 for proc in procs:
                     try:
                         info = proc.memory_full_info()
@@ -146,7 +156,13 @@ def inner(args) -> dict:
     for path in [*(REPO / "dags").glob("*.py"), REPO / "bench" / "dags" / "bench_candidates.py"]:
         (dags / path.name).symlink_to(path)
     started = time.perf_counter()
-    stack.up(cfg, timeout=600, extra_env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags)})
+    try:
+        stack.up(cfg, timeout=600, extra_env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags)})
+    except BaseException:  # leave no half-started stack, database or Redis key behind
+        stack.down(cfg)
+        stack.drop_databases(cfg)
+        stack.drop_redis_keys(cfg)
+        raise
     out = {"workers": cfg.celery_workers, "concurrency": cfg.celery_worker_concurrency,
            "stack_up_s": time.perf_counter() - started}
     groups = {f"airflow-worker-{i}": stack.running_pid(cfg, f"airflow-worker-{i}")
@@ -168,6 +184,9 @@ def inner(args) -> dict:
             out["candidates"] = candidates_workload(client)
             print(f"  {cfg.celery_workers} worker(s): 4 candidates in {out['candidates']['train_wall_s']:.1f}s "
                   f"(tasks {out['candidates']['train_task_s']})", flush=True)
+    except Exception as exc:  # keep what was measured (the peak memory so far) with the reason
+        traceback.print_exc()
+        out["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         sampler.stop.set()
         sampler.join(5)
@@ -181,6 +200,19 @@ def inner(args) -> dict:
 def efficiency(one: float, two: float) -> float:
     """T(1) / (2 x T(2)): 1.0 when doubling the workers halves the time."""
     return one / (2 * two)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """The runs, and the scaling efficiency of each workload that both the 1- and the 2-worker run
+    measured (a run that failed later still counts for the workloads it finished)."""
+    result = {"date": time.strftime("%Y-%m-%d"), "runs": runs}
+    by = {r["workers"]: r for r in runs}
+    if 1 in by and 2 in by:
+        result["efficiency"] = {
+            name: efficiency(by[1][name][key], by[2][name][key])
+            for name, key in (("months", "deployed_model_s"), ("candidates", "train_wall_s"))
+            if name in by[1] and name in by[2]}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,19 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         out = home / "result.json"
         cmd = [sys.executable, "-m", "bench.celery_bench", "--inner", str(out), "--skip", *args.skip]
         code = subprocess.run(cmd, env=env, cwd=REPO).returncode
-        if code != 0:
-            print(f"celery bench with {workers} worker(s) failed (exit {code}); logs in {home / 'logs'}",
+        run = json.loads(out.read_text()) if out.exists() else {"workers": workers, "peak_memory": {}}
+        if code != 0 or "error" in run:
+            run.setdefault("error", f"exit {code}")
+            print(f"celery bench with {workers} worker(s) failed ({run['error']}); logs in {home / 'logs'}",
                   file=sys.stderr)
-            return 1
-        runs.append(json.loads(out.read_text()))
-        shutil.rmtree(home, ignore_errors=True)
-    result = {"date": time.strftime("%Y-%m-%d"), "runs": runs}
-    by = {r["workers"]: r for r in runs}
-    if 1 in by and 2 in by:
-        result["efficiency"] = {
-            name: efficiency(by[1][w][key], by[2][w][key])
-            for name, w, key in (("months", "months", "deployed_model_s"), ("candidates", "candidates", "train_wall_s"))
-            if w in by[1] and w in by[2]}
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+        runs.append(run)  # a failed run still gives the peak memory and the workloads done before it
+    result = summarize(runs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     label = "-".join(str(w) for w in args.workers) + "w" + ("-skip-" + "-".join(args.skip) if args.skip else "")
     (RESULTS / f"celery-{label}.json").write_text(json.dumps(result, indent=2))
@@ -226,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.get('candidates', {}).get('train_wall_s', float('nan')):.1f} | {pss} | {rss} |")
     if "efficiency" in result:
         print(f"scaling efficiency (1 -> 2 workers): {result['efficiency']}")
-    return 0
+    failed = [r["workers"] for r in runs if "error" in r]
+    if failed:
+        print(f"failed: {failed} worker(s): {[r['error'] for r in runs if 'error' in r]}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

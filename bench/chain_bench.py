@@ -7,8 +7,8 @@ libraries imported, the stores opened), each stage's output handed to the next i
 
 The two are measured side by side on the same stack: after a warm-up deployment
 (Jan + Feb), each pair drops one month through Airflow and then runs the next month
-in-process, so both see the same amount of history. The gate margin is set to -1 so every
-run deploys, and the training window to 8 weeks so every run trains on the same amount
+in-process, so both see the same amount of history. The gate margin is set to -1 and the
+deployment check's latency ratio to 1000 so every run deploys, and the training window to 8 weeks so every run trains on the same amount
 of data. The per-hop breakdown comes from Airflow's task-instance timestamps:
 
 - detection: the file written -> the landing sensor done (trigger poll, stability wait, resume);
@@ -17,10 +17,14 @@ of data. The per-hop breakdown comes from Airflow's task-instance timestamps:
 - start + imports: the task's run time beyond the stage's compute (DAG parse, imports, XCom);
 - compute: the same stage's time in T_min (median over the in-process runs).
 
-    python -m bench.chain_bench [--pairs 5] [--label after] [--no-preload] [--profile celery]
+    python -m bench.chain_bench [--pairs 5] [--label after] [--no-preload] [--profile embedded celery]
+    python -m bench chain --profile celery
 
 `--profile celery` runs the same on the celery profile (ops/profiles/celery.env: CeleryExecutor,
 two workers, Redis, Postgres, S3), with databases and Redis keys of its own, dropped afterwards.
+`--profile embedded celery` measures both in one invocation, one after the other, each stack in
+its own MLOPS_HOME on free ports, and prints them side by side (with the load average before and
+after each: compare only numbers measured together).
 """
 
 from __future__ import annotations
@@ -277,10 +281,11 @@ def inner(args) -> dict:
 
     cfg = settings.get()
     samples.export()
+    load_before = os.getloadavg()
     started = time.perf_counter()
-    stack.up(cfg, timeout=600)
-    stack_up_s = time.perf_counter() - started
     try:
+        stack.up(cfg, timeout=600)
+        stack_up_s = time.perf_counter() - started
         airflow, local = ThroughAirflow(), InProcess()
         print(f"stack up in {stack_up_s:.0f}s; warm-up deployment of {WARMUP_MONTHS}", flush=True)
         warm = airflow.run(WARMUP_MONTHS)
@@ -296,6 +301,7 @@ def inner(args) -> dict:
             print(f"  pair {i + 1}: {e2e[-1]['months'][0]} T_e2e {e2e[-1]['t_e2e']:.1f}s (v{e2e[-1]['version']}), "
                   f"{floor[-1]['month']} T_min {floor[-1]['t_min']:.1f}s (v{floor[-1]['version']})", flush=True)
         idle = idle_cpu(cfg)
+        load_after = os.getloadavg()
     finally:
         stack.down(cfg)
         stack.drop_databases(cfg)
@@ -305,7 +311,9 @@ def inner(args) -> dict:
     t_e2e = statistics.median(r["t_e2e"] for r in e2e)
     t_min = statistics.median(r["t_min"] for r in floor)
     return {
-        "label": args.label, "preload": os.environ.get("MLOPS_PRELOAD_TASK_LIBRARIES"), "pairs": args.pairs,
+        "label": args.label, "profile": args.profile, "pairs": args.pairs,
+        "preload": os.environ.get("MLOPS_PRELOAD_TASK_LIBRARIES"),
+        "loadavg_before": load_before, "loadavg_after": load_after,
         "executor": stack.airflow_env(cfg)["AIRFLOW__CORE__EXECUTOR"],
         "date": time.strftime("%Y-%m-%d"), "stack_up_s": stack_up_s,
         "t_e2e_s": t_e2e, "t_min_s": t_min, "R": t_e2e / t_min,
@@ -327,24 +335,38 @@ def print_table(result: dict) -> None:
         print(f"| {t['task']} | {t['wait_s']:.2f} | {t['run_s']:.2f} | {t['compute_s']:.2f} |")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.chain_bench")
-    parser.add_argument("--pairs", type=int, default=5, help="e2e / in-process pairs (at most 5)")
-    parser.add_argument("--label", default="current")
-    parser.add_argument("--no-preload", action="store_true", help="the plain LocalExecutor (the 'before')")
-    parser.add_argument("--inner", help=argparse.SUPPRESS)
-    parser.add_argument("--keep-home", action="store_true", help="keep the bench's MLOPS_HOME (logs)")
-    parser.add_argument("--profile", choices=["embedded", "celery"], default="embedded")
-    args = parser.parse_args(argv)
-    if not 1 <= args.pairs <= len(MONTHS) // 2:
-        parser.error(f"--pairs must be 1..{len(MONTHS) // 2}")
-    if args.inner:
-        Path(args.inner).write_text(json.dumps(inner(args)))
-        return 0
+def side_by_side(results: list[dict]) -> list[str]:
+    """One markdown table, a column per profile: R, its parts, and each task's wait / run."""
+    head = "| | " + " | ".join(r["profile"] for r in results) + " |"
+    lines = [head, "|---|" + "---|" * len(results)]
 
-    home = Path(tempfile.mkdtemp(prefix="bench-chain-"))
+    def row(name, fmt):
+        lines.append(f"| {name} | " + " | ".join(fmt(r) for r in results) + " |")
+
+    row(f"T_e2e, median of {'/'.join(str(r['pairs']) for r in results)}", lambda r: f"{r['t_e2e_s']:.1f} s")
+    row("T_min", lambda r: f"{r['t_min_s']:.1f} s")
+    row("**R = T_e2e / T_min**", lambda r: f"**{r['R']:.2f}**")
+    for part in (*CATEGORIES, "residual"):
+        row(part, lambda r, part=part: f"{r['breakdown_s'][part]:.1f} s")
+    row("T_e2e runs", lambda r: ", ".join(f"{t:.1f}" for t in r["t_e2e_runs_s"]))
+    row("T_min runs", lambda r: ", ".join(f"{t:.1f}" for t in r["t_min_runs_s"]))
+    row("stack up", lambda r: f"{r['stack_up_s']:.0f} s")
+    row("load average before / after", lambda r: f"{r['loadavg_before'][0]:.1f} / {r['loadavg_after'][0]:.1f}")
+    tasks = {r["profile"]: {t["task"]: t for t in r["per_task"]} for r in results}
+    for dag_id, path in PATH.items():
+        for task_id, _ in path:
+            name = f"{dag_id}.{task_id}"
+            row(f"{name} (wait / run / compute)", lambda r, name=name: "{wait_s:.2f} / {run_s:.2f} / {compute_s:.2f}".format(
+                **tasks[r["profile"]][name]))
+    return lines
+
+
+def run_profile(args, profile: str) -> dict | None:
+    """The bench on one profile, in a fresh MLOPS_HOME on free ports (its own databases and Redis
+    keys on the celery profile, dropped afterwards)."""
+    home = Path(tempfile.mkdtemp(prefix=f"bench-chain-{profile}-"))
     out = home / "result.json"
-    if args.profile == "celery":
+    if profile == "celery":
         from bench.celery_bench import profile_environment
 
         env = profile_environment(home, workers=2)
@@ -356,27 +378,64 @@ def main(argv: list[str] | None = None) -> int:
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
         "MLOPS_GATE_MARGIN": "-1", "MLOPS_TRAINING_WINDOW_WEEKS": "8",
+        # Every run must deploy: with the margin at -1 a hist_gb challenger replaces a logreg
+        # champion about twice as slow per row, which the 1.5x latency ratio refuses (seen in
+        # the in-process run). The check still runs and is timed; only its verdict is loosened.
+        "MLOPS_SERVING_LATENCY_RATIO": "1000",
         "MLOPS_PRELOAD_TASK_LIBRARIES": "false" if args.no_preload else "true",
     })
     samples = REPO / ".local" / "samples"
     if samples.exists():
         shutil.copytree(samples, home / "samples")
     cmd = [sys.executable, "-m", "bench.chain_bench", "--inner", str(out), "--pairs", str(args.pairs),
-           "--label", args.label, "--profile", args.profile]
+           "--label", args.label, "--profile", profile]
+    keep = args.keep_home
     try:
         code = subprocess.run(cmd, env=env, cwd=REPO).returncode
         if code != 0:
-            print(f"chain bench failed (exit {code}); logs in {home / 'logs'}", file=sys.stderr)
-            args.keep_home = True
-            return 1
-        result = json.loads(out.read_text())
+            print(f"chain bench on {profile} failed (exit {code}); logs in {home / 'logs'}", file=sys.stderr)
+            keep = True
+            return None
+        return json.loads(out.read_text())
     finally:
-        if not args.keep_home:
+        if not keep:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chain_bench")
+    parser.add_argument("--pairs", type=int, default=5, help="e2e / in-process pairs (at most 5)")
+    parser.add_argument("--label", default="current")
+    parser.add_argument("--no-preload", action="store_true", help="the plain LocalExecutor (the 'before')")
+    parser.add_argument("--inner", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-home", action="store_true", help="keep the bench's MLOPS_HOME (logs)")
+    parser.add_argument("--profile", nargs="+", choices=["embedded", "celery"], default=["embedded"],
+                        help="one or both, measured one after the other in this invocation")
+    args = parser.parse_args(argv)
+    if not 1 <= args.pairs <= len(MONTHS) // 2:
+        parser.error(f"--pairs must be 1..{len(MONTHS) // 2}")
+    if args.inner:
+        (args.profile,) = args.profile
+        Path(args.inner).write_text(json.dumps(inner(args)))
+        return 0
+
+    results, failed = [], []
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"chain-{args.label}.json").write_text(json.dumps(result, indent=2))
-    print_table(result)
-    return 0
+    for profile in dict.fromkeys(args.profile):
+        print(f"\n### chain on the {profile} profile", flush=True)
+        result = run_profile(args, profile)
+        if result is None:
+            failed.append(profile)
+            continue
+        name = args.label if profile == "embedded" else f"{args.label}-{profile}"
+        (RESULTS / f"chain-{name}.json").write_text(json.dumps(result, indent=2))
+        print_table(result)
+        results.append(result)
+    if len(results) > 1:
+        print("\n" + "\n".join(side_by_side(results)))
+    if failed:
+        print(f"chain bench failed on {failed}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
