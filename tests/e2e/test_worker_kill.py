@@ -2,8 +2,9 @@
 
 On the celery profile (two workers, both serving `default` and `training`). A month is
 dropped; as soon as a `train_candidate` task instance is running on one of the workers, that
-worker's whole process group (Celery's main process, its pool, the task's supervisor and the
-task process) is killed with SIGKILL, as when its machine dies. Nothing tells Airflow: the
+worker's whole process tree (Celery's main process, its pool, the task's supervisor and the
+task process, which sits in a process group of its own) is killed with SIGKILL, as when its
+machine dies. Nothing tells Airflow: the
 task instance stops heartbeating, the scheduler fails it after
 `[scheduler] task_instance_heartbeat_timeout` (30 s in the profile), its retry (`retries=1`)
 is queued again and the surviving worker runs it. The batch must end with exactly one
@@ -84,6 +85,32 @@ def test_workers_start_warm(local_stack):
         assert "mlops: preloaded" in log
 
 
+def descendants(root: int) -> set[int]:
+    """Every process below `root`, whatever its process group or session, from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("local_stack", ["celery"], indirect=True)
 def test_a_killed_worker_s_training_task_is_retried_on_the_other(local_stack):
     cfg = local_stack
@@ -95,8 +122,17 @@ def test_a_killed_worker_s_training_task_is_retried_on_the_other(local_stack):
     survivor = 3 - victim
     pgid = stack.running_pid(cfg, f"airflow-worker-{victim}")
     assert pgid is not None
-    os.killpg(pgid, signal.SIGKILL)
+    # The task process sits in a process group of its own (Airflow's task supervisor puts it
+    # there): kill the worker's whole process tree, as a dying machine would.
+    tree = descendants(pgid) | {pgid}
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     killed_at = time.monotonic()
+    time.sleep(1)
+    assert not [pid for pid in tree if alive(pid)], "a process of the killed worker survived"
 
     registered = client.wait_for_event("registered_model", timeout=420)
     deployed = client.wait_for_event("deployed_model", timeout=240)
