@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from training.metrics import PRIMARY, improvement
+from training.metrics import HIGHER_IS_BETTER, METRICS, PRIMARY, improvement
 
 # Quality figures from fewer labelled rows are too noisy to act on.
 MIN_LABELLED_ROWS = 200
@@ -121,7 +121,9 @@ def quality_drop(obs: Observation, min_labelled_rows: int = MIN_LABELLED_ROWS) -
     return -improvement(obs.quality_metric, obs.quality, obs.reference_quality)
 
 
-SECONDARY = ("log_loss", "brier")  # judged beside the primary metric when both sides have them
+# Judged beside the primary metric when both sides have them: the metrics of the probabilities
+# themselves (lower is better), which move when the ranking holds but the calibration drifts.
+SECONDARY = tuple(m for m in METRICS if not HIGHER_IS_BETTER[m])
 
 
 def quality_reasons(obs: Observation, limits: Thresholds) -> tuple[str, ...]:

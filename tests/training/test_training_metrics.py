@@ -55,7 +55,8 @@ def test_every_metric_has_a_direction_and_every_caller_gets_all_of_them():
     assert set(metrics.HIGHER_IS_BETTER) == set(metrics.METRICS)
     assert set(metrics.RECHECKED) <= set(metrics.METRICS) and metrics.PRIMARY in metrics.METRICS
     served = quality_figures(pd.Series(y), pd.Series(p), pd.Series((p >= 0.5).astype(int)))
-    assert set(served) == {*metrics.METRICS, "late_rate"}
+    assert set(served) == {*metrics.METRICS, "late_rate", "mean_probability", "calibration_gap"}
+    assert served["calibration_gap"] == pytest.approx(p.mean() - y.mean())
     assert {k: served[k] for k in metrics.METRICS} == metrics.scores(y, p, 0.5)
 
 
