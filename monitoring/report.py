@@ -13,9 +13,14 @@ One verdict: the policy reads its decision from the snapshot's own tests
 acted on, and nothing else fails:
 - drift: one critical test, the share of drifted columns below
   `drift_share_threshold` (`DriftedColumnsCount`). Its failure is the data drift.
-  Each column's score has a non-critical test (`ValueDrift` below
-  `drift_column_threshold`): a drifted column is a warning in the HTML and is
-  named in `drifted_columns`, and only their share decides;
+  Each column's score has a non-critical test (`ValueDrift` below the column's
+  threshold): a drifted column is a warning in the HTML and is named in
+  `drifted_columns`, and only their share decides. Each column's threshold was
+  calibrated when the version was trained (`monitoring.calibration`: windows of the
+  monitoring window's length inside the training period); a column that moves as
+  much inside that period as between seasons is scored for information, without a
+  test, and named in `not_judged` with the reason. A version without calibration is
+  judged at `drift_column_threshold` for every column;
 - missing values: one critical test per feature, its missing share at most the
   reference's plus `missing_share_margin` (`MissingValueCount`). A failure is a
   data-quality incident (serving lost a feature: a broken feed, a stale view), not
@@ -38,6 +43,7 @@ July. The settings' thresholds decide how much of that counts.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -52,7 +58,7 @@ from features.compute import LABEL, MODEL_FEATURES, model_frame
 from model_registry import Tag
 from serving.inference_log import PREDICTION as DECISION, PROBABILITY as PREDICTION
 from training.metrics import METRICS
-from training.tracking import REFERENCE_ARTIFACT, REFERENCE_PREDICTION
+from training.tracking import REFERENCE_ARTIFACT, REFERENCE_PREDICTION, REFERENCE_THRESHOLDS
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,7 @@ class Reference:
     frame: pd.DataFrame
     metrics: dict[str, float] = field(default_factory=dict)
     decision_threshold: float = 0.5
+    thresholds: dict | None = None  # monitoring.calibration.calibrate of the version's training part
 
 
 @dataclass
@@ -80,6 +87,8 @@ class DriftResult:
     drifted: list[str]  # columns whose own (non-critical) drift test failed
     scores: dict[str, float]
     checked: list[str]
+    thresholds: dict[str, float]  # each judged column's threshold (calibrated, or the one setting)
+    not_judged: dict[str, str]  # columns left out of the verdict, and why
     missing_columns: list[str]  # the critical missing-share test failed: a data-quality incident
     empty_in_reference: list[str]
     failed_tests: list[str]  # the critical tests that failed, by the names the HTML shows
@@ -109,12 +118,21 @@ def load_reference(model_name: str, version: str, tracking_uri: str) -> Referenc
             frame = pd.read_parquet(path).rename(columns={REFERENCE_PREDICTION: PREDICTION})
     except (MlflowException, OSError) as exc:
         raise ReferenceMissing(f"{model_name} v{version}: no {REFERENCE_ARTIFACT} in its run ({exc})") from exc
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path=REFERENCE_THRESHOLDS, dst_path=tmp, tracking_uri=tracking_uri
+            )
+            thresholds = json.loads(Path(path).read_text())
+    except (MlflowException, OSError):
+        thresholds = None  # a version trained before calibration: the settings' one threshold
     return Reference(
         version=str(version),
         run_id=mv.run_id,
         frame=frame,
         metrics=dict(run.data.metrics),
         decision_threshold=float(mv.tags.get(Tag.DECISION_THRESHOLD, 0.5)),
+        thresholds=thresholds,
     )
 
 
@@ -147,30 +165,40 @@ def _test_kind(test: dict) -> str:
 
 
 def drift(current: pd.DataFrame, reference: pd.DataFrame, column_threshold: float,
-          share_threshold: float, missing_margin: float = 0.25) -> DriftResult:
+          share_threshold: float, missing_margin: float = 0.25, calibrated: dict | None = None) -> DriftResult:
     """Data drift over MODEL_FEATURES, missing values and prediction drift, in one Evidently report.
 
-    The verdict is the report's: see the module docstring for its tests.
+    The verdict is the report's: see the module docstring for its tests. `calibrated`
+    (`monitoring.calibration.calibrate` of the version) gives each column its own
+    threshold and names the columns left out of the verdict; without it every column
+    is judged at `column_threshold`.
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, MissingValueCount, ValueDrift
     from evidently.tests import lt, lte
 
+    from monitoring.calibration import thresholds as column_thresholds
+
+    limits, left_out = column_thresholds(calibrated, column_threshold)
     empty_ref = [c for c in MODEL_FEATURES if reference[c].isna().all()]
     judged = [c for c in MODEL_FEATURES if c not in empty_ref]
     ref_missing = {c: float(reference[c].isna().mean()) for c in judged}
     missing_limit = {c: round(min(1.0, ref_missing[c] + missing_margin), 4) for c in judged}
     missing = [c for c in judged if current[c].isna().mean() > missing_limit[c]]
-    checked = [c for c in judged if c not in missing and current[c].notna().any()]
+    present = [c for c in judged if c not in missing and current[c].notna().any()]
+    checked = [c for c in present if c not in left_out]
     if not checked:
         raise ValueError(f"no feature to compare: missing in the window {missing}, empty in the reference {empty_ref}")
     columns = judged + ([PREDICTION] if _has_values(current, reference, column=PREDICTION) else [])
     definition = DataDefinition(numerical_columns=columns)
     metrics = [DriftedColumnsCount(columns=checked, drift_share=share_threshold, num_method=DRIFT_METHOD,
-                                   num_threshold=column_threshold, tests=[],
+                                   num_threshold=column_threshold,
+                                   per_column_threshold={c: limits[c] for c in checked}, tests=[],
                                    share_tests=[lt(share_threshold, is_critical=True)])]
-    metrics += [ValueDrift(column=c, method=DRIFT_METHOD, threshold=column_threshold,
-                           tests=[lt(column_threshold, is_critical=False)]) for c in checked]
+    metrics += [ValueDrift(column=c, method=DRIFT_METHOD, threshold=limits[c],
+                           tests=[lt(limits[c], is_critical=False)]) for c in checked]
+    # Left out of the verdict: scored for information, no test.
+    metrics += [ValueDrift(column=c, method=DRIFT_METHOD, tests=[]) for c in present if c in left_out]
     metrics += [MissingValueCount(column=c, tests=[], share_tests=[lte(missing_limit[c], is_critical=True)])
                 for c in judged]
     if PREDICTION in columns:
@@ -193,8 +221,10 @@ def drift(current: pd.DataFrame, reference: pd.DataFrame, column_threshold: floa
         drift_detected=any(_test_kind(t) == "DriftedColumnsCount" for t in failed),
         drifted=[c for c in checked if any(_test_kind(t) == "ValueDrift" and _test_column(t) == c
                                            for t in not_passed)],
-        scores={c: round(scores[c], 4) for c in checked},
+        scores={c: round(scores[c], 4) for c in present},
         checked=checked,
+        thresholds={c: limits[c] for c in checked},
+        not_judged={c: left_out[c] for c in present if c in left_out},
         missing_columns=[c for c in judged if any(_test_kind(t) == "MissingValueCount" and _test_column(t) == c
                                                   for t in failed)],
         empty_in_reference=empty_ref,
@@ -287,7 +317,7 @@ def build(rows: pd.DataFrame, ref: Reference, *, model_name: str, window: dict, 
     current = served_frame(sample(rows, cfg.drift_sample_cap))
     reference = served_frame(sample(ref.frame, cfg.drift_sample_cap))
     result = drift(current, reference, cfg.drift_column_threshold, cfg.drift_share_threshold,
-                   cfg.missing_share_margin)
+                   cfg.missing_share_margin, calibrated=ref.thresholds)
     quality_summary, quality_snap = quality(rows, ref, cfg.gate_metric, min_labelled_rows, cfg.drift_sample_cap)
     html = report_url(model_name, ref.version, window["id"], ".html")
     save_html(result.snapshot, html)
@@ -308,6 +338,9 @@ def build(rows: pd.DataFrame, ref: Reference, *, model_name: str, window: dict, 
         "missing_columns": result.missing_columns,
         "failed_tests": result.failed_tests,
         "column_scores": result.scores,
+        "column_thresholds": result.thresholds,
+        "not_judged": result.not_judged,
+        "calibrated": ref.thresholds is not None,
         "empty_in_reference": result.empty_in_reference,
         "prediction_drift": result.prediction_score,
         "method": DRIFT_METHOD,

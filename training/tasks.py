@@ -194,6 +194,12 @@ def _fit_and_log(family: str, dataset_summary: dict, trigger: dict, mlflow_clien
     fit_seconds = time.perf_counter() - started
     p_train, p_valid, p_test = (model.predict_proba(x)[:, 1] for x in (x_train, x_valid, x_test))
     threshold = quality.decision_threshold(y_valid, p_valid)
+    reference = _reference(train_rows, x_train, y_train, p_train)
+    # Monitoring's per-column drift thresholds, from windows of its length inside this training part.
+    from monitoring.calibration import calibrate
+
+    thresholds = calibrate(x_train.assign(event_timestamp=train_rows["event_timestamp"].to_numpy()), reference,
+                           settings.get().monitor_min_rows)
     metrics = {
         **quality.prefixed("valid", quality.scores(y_valid, p_valid, threshold)),
         **quality.prefixed("test", quality.scores(y_test, p_test, threshold)),
@@ -210,7 +216,8 @@ def _fit_and_log(family: str, dataset_summary: dict, trigger: dict, mlflow_clien
         metrics=metrics,
         model=model,
         input_example=x_valid.head(5),
-        reference=_reference(train_rows, x_train, y_train, p_train),
+        reference=reference,
+        thresholds=thresholds,
     )
     log.info("candidate %s: run %s, threshold %.3f, fit %.1f s, test %s", family, summary["run_id"],
              threshold, fit_seconds, summary["test"])

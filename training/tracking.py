@@ -24,6 +24,8 @@ REFERENCE_DIR = "reference"
 REFERENCE_FILE = "reference.parquet"
 REFERENCE_ARTIFACT = f"{REFERENCE_DIR}/{REFERENCE_FILE}"
 REFERENCE_PREDICTION = "probability"  # the model's probability of a late arrival
+REFERENCE_THRESHOLDS_FILE = "thresholds.json"  # per-column drift thresholds (monitoring.calibration)
+REFERENCE_THRESHOLDS = f"{REFERENCE_DIR}/{REFERENCE_THRESHOLDS_FILE}"
 REFERENCE_ROWS = 5_000
 
 
@@ -88,7 +90,7 @@ def pip_requirements() -> list[str]:
 
 def log_candidate(
     mlflow_client, exp_id: str, *, run_name: str, tags: dict[str, str], params: dict, metrics: dict[str, float],
-    model, input_example, reference,
+    model, input_example, reference, thresholds: dict | None = None,
 ) -> dict:
     """One candidate run: params, metrics, the model, the reference sample. Returns its summary."""
     import mlflow
@@ -111,6 +113,8 @@ def log_candidate(
             path = Path(tmp) / REFERENCE_FILE
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=REFERENCE_DIR)
+            if thresholds is not None:
+                mlflow.log_dict(thresholds, REFERENCE_THRESHOLDS)
         mlflow.set_tags({"model_uri": info.model_uri, "model_id": info.model_id})
     return candidate_summary(mlflow_client.get_run(run.info.run_id))
 

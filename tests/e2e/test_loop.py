@@ -49,6 +49,12 @@ def test_drift_triggered_redeployment(local_stack, capsys):
     assert int(deployed[1]["extra"]["version"]) > int(deployed[0]["extra"]["version"])
     assert str(deployed[1]["extra"]["previous_version"]) == str(deployed[0]["extra"]["version"])
     assert str(drift["extra"]["model_version"]) == str(deployed[0]["extra"]["version"])
+    # v1 was trained on two months: the report judged each column at its calibrated threshold.
+    import storage
+
+    summary = storage.get().read_json(drift["extra"]["json_path"])["summary"]
+    assert summary["calibrated"] is True and {"temp", "dewp"} <= set(summary["column_thresholds"])
+    assert any(n.startswith("Share of Drifted Columns") for n in drift["extra"]["failed_tests"])
 
     served = httpx.get(f"{cfg.model_server_url}/version", timeout=10).json()
     assert str(served["version"]) == str(deployed[1]["extra"]["version"])
