@@ -39,15 +39,12 @@ def training():
 
     @task
     def build_training_set(trigger: dict, dag_run=None) -> dict:
-        from training.tasks import build_training_set, hold_reason, run_key
+        from training.tasks import build_training_set, hold_and_alert, run_key
 
-        held = hold_reason(trigger)
+        held = hold_and_alert(trigger, dag_run.run_id)
         if held:
-            import alerts
             from airflow.sdk.exceptions import AirflowSkipException
 
-            alerts.send(alerts.Alert(kind="retraining_held", title="drift retraining held", text=held,
-                                     fields={"run_id": dag_run.run_id}))
             raise AirflowSkipException(held)
         return build_training_set(run_key(dag_run.dag_id, dag_run.run_id), trigger)
 

@@ -65,7 +65,6 @@ class Feed:
 WEATHER = Feed("weather", names.WEATHER_PUSH, names.WEATHER_VIEW, tuple(names.WEATHER_FEATURES), created=False)
 CONGESTION = Feed("congestion", names.CONGESTION_PUSH, names.CONGESTION_VIEW, tuple(names.CONGESTION_FEATURES),
                   created=True)
-FEEDS = {f.name: f for f in (WEATHER, CONGESTION)}
 
 
 @dataclass

@@ -95,10 +95,6 @@ class DriftResult:
     prediction_score: float | None
     snapshot: object
 
-    @property
-    def empty_in_current(self) -> list[str]:
-        return self.missing_columns
-
 
 # -- inputs ------------------------------------------------------------------------------
 def load_reference(model_name: str, version: str, tracking_uri: str) -> Reference:

@@ -37,6 +37,17 @@ def _dataset_url(key: str, name: str) -> str:
 
 
 # -- the training set -------------------------------------------------------------------------
+def champion_data_as_of(cfg: settings.Settings) -> tuple[str | None, str | None]:
+    """(the `production` version, its `data_as_of` tag), each None when missing."""
+    import model_registry
+
+    version = model_registry.production_version(cfg.mlflow_tracking_uri, cfg.model_name)
+    if version is None:
+        return None, None
+    tags = model_registry.version_tags(model_registry.client(cfg.mlflow_tracking_uri), cfg.model_name, version)
+    return version, tags.get(Tag.DATA_AS_OF)
+
+
 def new_labels_since_champion(cfg: settings.Settings | None = None) -> tuple[int, str | None, str | None]:
     """(labelled flights departing after the champion's `data_as_of`, that time, the champion's version).
 
@@ -44,16 +55,11 @@ def new_labels_since_champion(cfg: settings.Settings | None = None) -> tuple[int
     """
     import pyarrow.dataset as ds
 
-    import model_registry
     from features.compute import utc
     from features.store import FLIGHTS_TABLE, read_offline_table
 
     cfg = cfg or settings.get()
-    version = model_registry.production_version(cfg.mlflow_tracking_uri, cfg.model_name)
-    as_of = None
-    if version is not None:
-        tags = model_registry.version_tags(model_registry.client(cfg.mlflow_tracking_uri), cfg.model_name, version)
-        as_of = tags.get(Tag.DATA_AS_OF)
+    version, as_of = champion_data_as_of(cfg)
     flights = read_offline_table(FLIGHTS_TABLE, filters=(ds.field("event_timestamp") > utc(as_of).to_pydatetime())
                                  if as_of else None)
     count = int(flights["flight_id"].nunique()) if not flights.empty else 0
@@ -84,6 +90,17 @@ def hold_reason(trigger: dict, cfg: settings.Settings | None = None) -> str | No
             f"labels have arrived")
 
 
+def hold_and_alert(trigger: dict, run_id: str) -> str | None:
+    """`hold_reason`, and when the run holds, the alert that tells a person why."""
+    held = hold_reason(trigger)
+    if held:
+        import alerts
+
+        alerts.send(alerts.Alert(kind="retraining_held", title="drift retraining held", text=held,
+                                 fields={"run_id": run_id}))
+    return held
+
+
 def build_training_set(key: str, trigger: dict, as_of: str | None = None) -> dict:
     """Build the run's training set once; a re-run of the same key returns the first summary."""
     import pandas as pd
@@ -102,7 +119,7 @@ def build_training_set(key: str, trigger: dict, as_of: str | None = None) -> dic
         raise dataset.NoTrainingData(f"no labelled flights known at {as_of_ts} in a {weeks}-week window")
     frame = dataset.with_features(flights)
     # A drift run is judged on the drifted period: the flights after the champion's data.
-    new_since = new_labels_since_champion(cfg)[1] if trigger["reason"] == events.DRIFT else None
+    new_since = champion_data_as_of(cfg)[1] if trigger["reason"] == events.DRIFT else None
     frame["part"] = splitting.time_split(frame, new_since=pd.Timestamp(new_since) if new_since else None)
     store.write_parquet(_dataset_url(key, "dataset.parquet"), frame)
     counts = frame["part"].value_counts()
