@@ -138,7 +138,10 @@ class ReportWindow(TypedDict):
     id: str
     start: str | None  # ISO, the first and last request of the window
     end: str | None
+    departures_from: str | None  # ISO, the span of scheduled departures it judged (monitoring/windows.py)
+    departures_to: str | None
     rows: int
+    pending_rows: int | None  # served rows departing later: they carry over to the next window
 
 
 class DriftReportExtra(TypedDict):

@@ -85,6 +85,7 @@ class Settings:
     deploy_deadline_minutes: float
     alert_webhook_url: str
     # -- monitoring
+    monitor_window_days: float
     monitor_min_rows: int
     monitor_poll_seconds: float
     drift_share_threshold: float
@@ -148,6 +149,7 @@ def load() -> Settings:
         deploy_timeout_seconds=_float("MLOPS_DEPLOY_TIMEOUT_SECONDS", 120.0),
         deploy_deadline_minutes=_float("MLOPS_DEPLOY_DEADLINE_MINUTES", 30.0),
         alert_webhook_url=_env("MLOPS_ALERT_WEBHOOK_URL", ""),
+        monitor_window_days=_float("MLOPS_MONITOR_WINDOW_DAYS", 7.0),
         monitor_min_rows=_int("MLOPS_MONITOR_MIN_ROWS", 2000),
         monitor_poll_seconds=_float("MLOPS_MONITOR_POLL_SECONDS", 5.0),
         drift_share_threshold=_float("MLOPS_DRIFT_SHARE_THRESHOLD", 0.08),  # two of the 23 model features

@@ -8,9 +8,10 @@ so this file holds two DAGs:
 - `monitoring` runs continuously, one run at a time. Its first task is a
   deferrable sensor that waits in the triggerer. Each poll (every
   `monitor_poll_seconds`) asks MLflow for the version behind the `production`
-  alias and counts, from parquet footers, that version's inference log rows not
-  yet reported. At `monitor_min_rows` it fires with the file list; the run
-  builds the Evidently report of exactly those files (saved under
+  alias and reads the departures of that version's inference log rows not yet
+  judged. Once they span `monitor_window_days` of departures with at least
+  `monitor_min_rows` rows (`monitoring/windows.py`), it fires with the window; the
+  run builds the Evidently report of exactly those rows (saved under
   `reports/<model>/v<version>/`), the policy judges it (decision and numbers in
   the task log), and `emit_drift_report` sends the event or is skipped. Then
   the next run starts waiting again.
@@ -53,6 +54,7 @@ def monitoring():
         model_name=cfg.model_name,
         tracking_uri=cfg.mlflow_tracking_uri,
         min_rows=cfg.monitor_min_rows,
+        span_days=cfg.monitor_window_days,
         poll_seconds=cfg.monitor_poll_seconds,
     )
 

@@ -7,8 +7,9 @@ while distance or the plane's seats hardly move (0.1). One threshold for all eit
 misses real change in the quiet columns or flags weather every few days.
 
 The rule, applied to every MODEL_FEATURES column when a candidate is trained:
-- cut the training part, in departure order, into consecutive windows of the
-  monitoring window's length (`MLOPS_MONITOR_MIN_ROWS` rows);
+- cut the training part, by departure, into consecutive windows of the monitoring
+  window's span (`MLOPS_MONITOR_WINDOW_DAYS` days; an incomplete last span, or a span
+  with fewer than `MIN_WINDOW_ROWS` rows, is left out);
 - score each window against the reference sample with the report's own score
   (normed Wasserstein: the distance divided by the reference's standard deviation);
 - the column's threshold is `MARGIN` times its highest score, and at least `FLOOR`;
@@ -17,9 +18,10 @@ The rule, applied to every MODEL_FEATURES column when a candidate is trained:
   at this window length it cannot tell periods apart: it is reported for information
   and left out of the verdict.
 
-Measured on the demo's data (Jan-Feb training, 2,000-row windows): temp 1.66 -> 2.49
-(July scored 4.27), dewp 1.74 -> 2.61 (3.65), dep_dow 0.88 -> 1.32 (a two-day window
-holds two weekdays: July's 1.20 is not drift), carrier_late_rate_7d 0.93 -> 1.40 (2.59).
+Measured on the demo's data with 2,000-row windows (two or three days of departures,
+before windows were spans): temp 1.66 -> 2.49 (July scored 4.27), dewp 1.74 -> 2.61
+(3.65), dep_dow 0.88 -> 1.32 (a two-day window holds two weekdays: July's 1.20 was not
+drift), carrier_late_rate_7d 0.93 -> 1.40 (2.59). Seven-day windows: docs/benchmarks.md.
 
 The thresholds go with the reference sample (`training.tracking.REFERENCE_THRESHOLDS`);
 a version without them is judged with the settings' one column threshold.
@@ -36,6 +38,7 @@ MARGIN = 1.5
 FLOOR = 0.25
 CAP = 3.0
 MIN_WINDOWS = 3  # fewer windows of history: no calibration
+MIN_WINDOW_ROWS = 200  # a span with fewer rows scores noise, not the period
 
 
 def normed_wasserstein(reference: pd.Series, current: pd.Series) -> float | None:
@@ -48,11 +51,21 @@ def normed_wasserstein(reference: pd.Series, current: pd.Series) -> float | None
     return float(wasserstein_distance(ref, cur) / max(np.std(ref), 0.001))
 
 
-def calibrate(history: pd.DataFrame, reference: pd.DataFrame, window_rows: int,
+def spans(history: pd.DataFrame, window_days: float) -> list[pd.DataFrame]:
+    """Consecutive complete spans of `window_days` of `event_timestamp`, from the first one."""
+    times = pd.to_datetime(history["event_timestamp"], utc=True)
+    if times.dropna().empty:
+        return []
+    span = pd.Timedelta(days=window_days)
+    index = ((times - times.min()) // span)
+    complete = int((times.max() - times.min()) // span)  # the last span is still open
+    return [w for k, w in history.groupby(index) if k < complete and len(w) >= MIN_WINDOW_ROWS]
+
+
+def calibrate(history: pd.DataFrame, reference: pd.DataFrame, window_days: float,
               columns: list[str] = MODEL_FEATURES) -> dict | None:
     """The thresholds of one version: `history` is its training part (with `event_timestamp`)."""
-    ordered = history.sort_values("event_timestamp", kind="stable")
-    windows = [ordered.iloc[i:i + window_rows] for i in range(0, len(ordered) - window_rows + 1, window_rows)]
+    windows = spans(history, window_days)
     if len(windows) < MIN_WINDOWS:
         return None
     out = {}
@@ -65,10 +78,10 @@ def calibrate(history: pd.DataFrame, reference: pd.DataFrame, window_rows: int,
         threshold = round(max(MARGIN * max(scores), FLOOR), 4)
         judged = threshold < CAP
         out[column] = {"max_in_training": round(max(scores), 4), "threshold": threshold, "judged": judged,
-                       "why": None if judged else (f"its {window_rows}-row windows inside the training period "
+                       "why": None if judged else (f"its {window_days:g}-day windows inside the training period "
                                                    f"already score up to {max(scores):.2f}: at this window length "
                                                    f"it cannot tell periods apart")}
-    return {"window_rows": window_rows, "windows": len(windows), "margin": MARGIN, "floor": FLOOR, "cap": CAP,
+    return {"window_days": window_days, "windows": len(windows), "margin": MARGIN, "floor": FLOOR, "cap": CAP,
             "columns": out}
 
 

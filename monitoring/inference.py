@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import storage
 from features.names import LABEL
 from monitoring import state
-from serving.inference_log import FILE_SUFFIX, version_url
+from serving.inference_log import DEPARTURE, FILE_SUFFIX, version_url
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 IGNORED_SUFFIXES = (".tmp", ".part")
@@ -56,6 +57,37 @@ def row_count(url: str, cache: dict[str, int]) -> int:
         with store.fs.open(store._path(url), "rb") as fh:
             cache[url] = pq.ParquetFile(fh).metadata.num_rows
     return cache[url]
+
+
+def departures(url: str, cache: dict) -> "np.ndarray":
+    """The scheduled departures of one log file (µs since the epoch, `monitoring.windows`); cached like the
+    row counts, and only that column is read."""
+    if url not in cache:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from monitoring.windows import NAT
+
+        store = storage.get()
+        with store.fs.open(store._path(url), "rb") as fh:
+            column = pq.read_table(fh, columns=[DEPARTURE]).column(DEPARTURE)
+        micros = pc.fill_null(column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), NAT)
+        cache[url] = np.asarray(micros.to_numpy(), dtype=np.int64)
+    return cache[url]
+
+
+def departure_cut(rows: "pd.DataFrame", end: str, since: str | None = None) -> "pd.Series":
+    """Which rows of a file a window judges: departing before `end` and, for a file read before, from its
+    earlier cut `since` on. A row without a departure is judged by the first window that reads it."""
+    import pandas as pd
+
+    dep = pd.to_datetime(rows[DEPARTURE], utc=True)
+    keep = dep.isna() | (dep < pd.Timestamp(end))
+    if since is not None:
+        keep &= dep >= pd.Timestamp(since)  # False for NaT: those went with the window that cut the file
+    return keep
 
 
 def new_files(model_name: str, version: str, cache: dict[str, int]) -> list[tuple[str, int]]:

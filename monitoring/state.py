@@ -4,8 +4,9 @@
     monitoring/<model>/baselines/v<N>.json     written only by `monitoring_baseline` on `deployed_model`
 
 `state.json` holds, per deployed version, the inference files already reported
-(so the sensor counts only new rows), the current drift episode and the recent
-windows with their decisions; and, model-wide, the last drift-triggered
+(so the sensor counts only new rows), the files whose later rows carry over to the
+next window with their cut, the end of the last window (`monitoring.windows`), the
+current drift episode and the recent windows with their decisions; and, model-wide, the last drift-triggered
 retraining (the cool-down clock). One file, written atomically, so a crash never
 leaves the episode and the cool-down disagreeing.
 
@@ -54,11 +55,22 @@ def save(state: dict) -> None:
 
 def version_state(state: dict, version: str) -> dict:
     """The version's entry; a version never seen starts with a fresh, empty baseline."""
-    return state["versions"].get(str(version)) or {"consumed": [], "episode": None, "episodes": 0, "windows": []}
+    entry = state["versions"].get(str(version)) or {"consumed": [], "episode": None, "episodes": 0, "windows": []}
+    return {"carried": {}, "judged_until": None, **entry}  # state files from before event-time windows
 
 
 def consumed_files(state: dict, version: str) -> set[str]:
     return set(version_state(state, version)["consumed"])
+
+
+def carried_files(state: dict, version: str) -> dict[str, str]:
+    """{file name: cut}: files read by a window whose rows departing from the cut on are not judged yet."""
+    return dict(version_state(state, version)["carried"])
+
+
+def judged_until(state: dict, version: str) -> str | None:
+    """The end of the version's last window: the next one starts there."""
+    return version_state(state, version)["judged_until"]
 
 
 def history(state: dict, version: str) -> History:
@@ -88,9 +100,14 @@ def recorded_window(state: dict, version: str, window_id: str) -> dict | None:
 
 
 def record_window(
-    state: dict, version: str, window_id: str, files: list[str], decision: Decision, numbers: dict, now: datetime
+    state: dict, version: str, window_id: str, files: list[str], decision: Decision, numbers: dict, now: datetime,
+    carried: dict[str, str] | None = None, end: str | None = None,
 ) -> dict:
-    """A new state with the window's files consumed and its decision applied to the episode.
+    """A new state with the window's rows judged and its decision applied to the episode.
+
+    `files` were read by the window; those in `carried` ({name: cut}) still hold rows
+    departing from the cut on, the others are consumed. `end` is where the next
+    window starts.
 
     Drifted windows open (or continue) an episode; a clean window closes it; a
     window too small to judge leaves it as it is. A retrain decision stamps the
@@ -98,7 +115,11 @@ def record_window(
     """
     new = copy.deepcopy(state)
     entry = copy.deepcopy(version_state(new, version))
-    entry["consumed"] = sorted(set(entry["consumed"]) | set(files))
+    carried = carried or {}
+    entry["consumed"] = sorted(set(entry["consumed"]) | (set(files) - set(carried)))
+    entry["carried"] = {f: c for f, c in {**entry["carried"], **carried}.items() if f not in entry["consumed"]}
+    if end is not None:
+        entry["judged_until"] = max(end, entry["judged_until"] or end)
     at = now.astimezone(timezone.utc).isoformat()
     if decision.drifted is True and entry["episode"] is None:
         entry["episodes"] += 1

@@ -14,22 +14,45 @@ from datetime import datetime, timezone
 
 import datasets
 import settings
+import storage
 from monitoring import inference, policy, state
 from training.metrics import PRIMARY
 
 log = logging.getLogger(__name__)
 
 
-def _window(rows, urls: list[str]) -> dict:
+def _window(rows, urls: list[str], plan: dict | None) -> dict:
+    """The window's summary: its request times, its departures span and what carries over."""
     times = inference.request_times(rows)
     known = bool(times.notna().any())
+    plan = plan or {}
     return {
         "id": inference.window_id(urls, times),
         "start": times.min().isoformat() if known else None,
         "end": times.max().isoformat() if known else None,
+        "departures_from": plan.get("start"),
+        "departures_to": plan.get("end"),
         "rows": int(len(rows)),
         "files": sorted(posixpath.basename(u) for u in urls),
+        "carried": {posixpath.basename(u): c for u, c in (plan.get("carried") or {}).items()},
+        "pending_rows": plan.get("pending"),
     }
+
+
+def window_rows(traffic: dict):
+    """The served rows the sensor's window judges: each file's rows departing before the window's end and
+    not judged by an earlier window. Without a window plan (a manual run): the files whole."""
+    plan = traffic.get("window")
+    if not plan:
+        return inference.read_window(list(traffic["files"]))
+    import pandas as pd
+
+    store = storage.get()
+    frames = []
+    for url in traffic["files"]:
+        rows = store.read_parquet(url)
+        frames.append(rows[inference.departure_cut(rows, plan["end"], plan["since"].get(url))])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def report_window(traffic: dict, cfg: settings.Settings | None = None, last_attempt: bool = True) -> dict:
@@ -45,12 +68,16 @@ def report_window(traffic: dict, cfg: settings.Settings | None = None, last_atte
 
     cfg = cfg or settings.get()
     version, urls = str(traffic["version"]), list(traffic["files"])
-    window = {"id": inference.window_id(urls), "files": sorted(posixpath.basename(u) for u in urls)}
+    plan = traffic.get("window")
+    window = {"id": inference.window_id(urls), "files": sorted(posixpath.basename(u) for u in urls),
+              "carried": {posixpath.basename(u): c for u, c in ((plan or {}).get("carried") or {}).items()},
+              "departures_to": (plan or {}).get("end")}
     try:
-        rows = inference.attach_labels(inference.since_baseline(inference.read_window(urls), cfg.model_name, version))
-        window = _window(rows, urls)
-        log.info("window %s: %d rows of %s v%s in %d file(s), %d labelled", window["id"], len(rows),
-                 cfg.model_name, version, len(urls), int(rows["is_late"].notna().sum()))
+        rows = inference.attach_labels(inference.since_baseline(window_rows(traffic), cfg.model_name, version))
+        window = _window(rows, urls, plan)
+        log.info("window %s: %d rows of %s v%s departing %s..%s in %d file(s), %d labelled; %s rows carry over",
+                 window["id"], len(rows), cfg.model_name, version, window["departures_from"],
+                 window["departures_to"], len(urls), int(rows["is_late"].notna().sum()), window["pending_rows"])
         reference = report.load_reference(cfg.model_name, version, cfg.mlflow_tracking_uri)
         return report.build(rows, reference, model_name=cfg.model_name, window=window, cfg=cfg,
                             min_labelled_rows=policy.MIN_LABELLED_ROWS)
@@ -68,7 +95,8 @@ def _consume_unjudged(model_name: str, version: str, window: dict, reason: str, 
     current = state.load(model_name)
     decision = policy.Decision(False, reason, drifted=None)
     state.save(state.record_window(current, version, window["id"], window["files"], decision, {"error": why},
-                                   datetime.now(timezone.utc)))
+                                   datetime.now(timezone.utc), carried=window.get("carried"),
+                                   end=window.get("departures_to")))
 
 
 def observation(summary: dict) -> policy.Observation:
@@ -129,7 +157,9 @@ def judge_window(summary: dict, now: datetime | None = None, cfg: settings.Setti
         ))
     numbers = {k: summary.get(k) for k in ("rows", "drift_share", "drift_detected", "drifted_columns",
                                            "missing_columns", "failed_tests", "report_path")}
-    state.save(state.record_window(current, version, window["id"], window["files"], decision, numbers, now))
+    numbers.update(departures_from=window.get("departures_from"), departures_to=window.get("departures_to"))
+    state.save(state.record_window(current, version, window["id"], window["files"], decision, numbers, now,
+                                   carried=window.get("carried"), end=window.get("departures_to")))
     return decision.as_dict()
 
 

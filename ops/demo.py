@@ -110,7 +110,9 @@ def describe_deployed(x: dict) -> str:
 
 
 def describe_drift(x: dict) -> str:
-    return (f"v{x['model_version']}: failed {'; '.join(x['failed_tests']) or 'none'} "
+    w = x["window"]
+    return (f"v{x['model_version']}, {w['rows']} flights departing {(w['departures_from'] or '')[:16]}.."
+            f"{(w['departures_to'] or '')[:16]}: failed {'; '.join(x['failed_tests']) or 'none'} "
             f"(drifted columns {', '.join(x['drifted_columns']) or 'none'}): {x['report_path']}")
 
 

@@ -36,8 +36,9 @@ INFERENCE_DIR = "inference"
 FILE_SUFFIX = ".parquet"
 _TS = "datetime64[us, UTC]"
 AS_OF = "as_of"  # the time the prediction was asked at (the request's, else when it arrived)
+DEPARTURE = "sched_dep_ts"  # the flight's scheduled departure: monitoring windows span these
 KEY_COLUMNS = ["request_id", "request_time", AS_OF, "model_name", "model_version", "carrier", "flight", "tailnum",
-               "origin", "dest", "route", "sched_dep_ts", "flight_id"]
+               "origin", "dest", "route", DEPARTURE, "flight_id"]
 PROBABILITY, PREDICTION = "probability", "prediction"  # the model's output, and the decision at its threshold
 
 

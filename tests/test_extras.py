@@ -41,7 +41,8 @@ def drift_report_extra():
         drifted_columns=["temp", "dewp"], prediction_drift=0.3, quality={"metric": "roc_auc", "value": None},
         model_name="flight_delay", model_version="3",
         window={"id": "w1", "start": "2013-07-01T00:00:00+00:00", "end": "2013-07-02T00:00:00+00:00", "rows": 2000,
-                "files": ["a.parquet"]},
+                "departures_from": "2013-07-01T05:00:00.000000Z", "departures_to": "2013-07-08T05:00:00.000000Z",
+                "pending_rows": 120, "files": ["a.parquet"]},
         reason="drift",
     ))
 

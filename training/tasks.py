@@ -212,11 +212,11 @@ def _fit_and_log(family: str, dataset_summary: dict, trigger: dict, mlflow_clien
     p_train, p_valid, p_test = (model.predict_proba(x)[:, 1] for x in (x_train, x_valid, x_test))
     threshold = quality.decision_threshold(y_valid, p_valid)
     reference = _reference(train_rows, x_train, y_train, p_train)
-    # Monitoring's per-column drift thresholds, from windows of its length inside this training part.
+    # Monitoring's per-column drift thresholds, from windows of its span inside this training part.
     from monitoring.calibration import calibrate
 
     thresholds = calibrate(x_train.assign(event_timestamp=train_rows["event_timestamp"].to_numpy()), reference,
-                           settings.get().monitor_min_rows)
+                           settings.get().monitor_window_days)
     metrics = {
         **quality.prefixed("valid", quality.scores(y_valid, p_valid, threshold)),
         **quality.prefixed("test", quality.scores(y_test, p_test, threshold)),

@@ -12,24 +12,25 @@ from monitoring import calibration, report
 from monitoring_helpers import reference_sample
 
 WINDOW = 1000
+WINDOW_DAYS = 7
 
 
 @pytest.fixture(scope="module")
 def calibrated(served) -> tuple[dict, pd.DataFrame]:
-    """Jan-Mar served-like rows as the training part, windows of 1,000 rows, against the reference sample."""
+    """Jan-Mar served-like rows as the training part, 7-day windows, against the reference sample."""
     history = pd.concat([served["reference"], served["same_season"]]).sort_values("event_timestamp")
     reference = report.served_frame(reference_sample(served["reference"]))
     frame = report.served_frame(history).assign(event_timestamp=history["event_timestamp"].to_numpy())
-    return calibration.calibrate(frame, reference, WINDOW), reference
+    return calibration.calibrate(frame, reference, WINDOW_DAYS), reference
 
 
 def test_each_column_gets_the_margin_times_its_highest_score_inside_the_training_period(calibrated):
     thresholds, _ = calibrated
-    assert thresholds["window_rows"] == WINDOW and thresholds["windows"] >= 5
+    assert thresholds["window_days"] == WINDOW_DAYS and thresholds["windows"] >= 5
     for column in MODEL_FEATURES:
         entry = thresholds["columns"][column]
         assert entry["threshold"] == pytest.approx(max(calibration.MARGIN * entry["max_in_training"],
-                                                       calibration.FLOOR), abs=1e-4)
+                                                       calibration.FLOOR), abs=2e-4)  # both rounded to 4 places
         assert entry["judged"] == (entry["threshold"] < calibration.CAP)
     # Weather moves more between windows than the planes do: the thresholds say so.
     assert thresholds["columns"]["temp"]["threshold"] > thresholds["columns"]["seats"]["threshold"]
@@ -54,7 +55,7 @@ def test_a_column_that_moves_as_much_inside_the_training_period_is_left_out_and_
     history["distance"] = 200.0
     history.iloc[3 * window:4 * window, history.columns.get_loc("distance")] = 2500.0
     reference = history
-    thresholds = calibration.calibrate(history, reference, window)
+    thresholds = calibration.calibrate(history, reference, window * 10 / (24 * 60))  # days of 10-min rows
     entry = thresholds["columns"]["distance"]
     assert not entry["judged"] and entry["threshold"] >= calibration.CAP and "cannot tell periods apart" in entry["why"]
     result = report.drift(history.iloc[3 * window:4 * window], reference, 2.0, 0.08, calibrated=thresholds)
@@ -66,7 +67,7 @@ def test_a_column_that_moves_as_much_inside_the_training_period_is_left_out_and_
 def test_too_little_history_is_not_calibrated(served):
     frame = report.served_frame(served["reference"]).assign(
         event_timestamp=pd.date_range("2013-01-01", periods=len(served["reference"]), freq="10min", tz="UTC"))
-    assert calibration.calibrate(frame.head(2 * WINDOW), frame, WINDOW) is None
+    assert calibration.calibrate(frame.head(2 * WINDOW), frame, WINDOW_DAYS) is None  # 14 days: 1 span
     judged, left_out = calibration.thresholds(None, 2.0)
     assert judged == {c: 2.0 for c in MODEL_FEATURES} and left_out == {}
 

@@ -25,6 +25,7 @@ def test_the_two_dags_are_wired_as_documented(monitor_env):
     assert [o.name for o in monitoring.get_task("emit_drift_report").outlets] == ["drift_report"]
     sensor_kwargs = monitoring.get_task("wait_for_traffic").start_trigger_args.trigger_kwargs
     assert sensor_kwargs["min_rows"] == 1000 and sensor_kwargs["model_name"] == monitor_env.model_name
+    assert sensor_kwargs["span_days"] == monitor_env.monitor_window_days == 7.0
     assert [a.name for a in baseline.timetable.asset_condition.objects] == ["deployed_model"]
 
 
@@ -61,8 +62,13 @@ def test_monitoring_emits_drift_report_only_when_the_policy_says_retrain(airflow
     assert extra["model_version"] == version and extra["drift_share"] >= monitor_env.drift_share_threshold and extra["reason"] == "drift"
     assert {"temp", "dewp"} <= set(extra["drifted_columns"])
     assert extra["report_path"].startswith(monitor_env.storage_url + f"/reports/{name}/v{version}/")
-    assert extra["window"]["rows"] == 1200 and extra["quality"]["labelled_rows"] == 0
-    assert state.consumed_files(state.load(name), version) == {u.rsplit("/", 1)[1] for u in july}
+    # 1,200 July flights span twelve days of departures, fewer than 1,000 in the first seven: the window
+    # stretches to its 1,000th departure, and the last file's 200 later flights carry over.
+    assert extra["window"]["rows"] == 1000 and extra["quality"]["labelled_rows"] == 0
+    assert extra["window"]["pending_rows"] == 200
+    names = [u.rsplit("/", 1)[1] for u in july]
+    assert state.consumed_files(state.load(name), version) == set(names[:2])
+    assert list(state.carried_files(state.load(name), version)) == [names[2]]
 
     write_log(served["july"].iloc[1200:2400], name, version, per_file=400)  # the same drift goes on
     second = monitoring.test()

@@ -101,7 +101,13 @@ def test_trigger_waits_for_min_rows_of_the_production_version(monitor_env, mlflo
         return event, first + second, time.monotonic() - t0
 
     event, v2_files, latency = asyncio.run(scenario())
-    assert event.payload == {"version": v2, "files": sorted(v2_files), "rows": 1100}
+    found = event.payload
+    assert (found["version"], found["files"]) == (v2, sorted(v2_files))
+    # 1,100 rows spanning weeks of departures: the window stretches to its 1,000th departure and the
+    # 100 later rows carry over. Both files start with the same 500 flights, so those are the first
+    # file's last 100 rows.
+    assert (found["rows"], found["pending"]) == (1000, 100)
+    assert list(found["window"]["carried"]) == [v2_files[0]]
     assert set(event.payload["files"]).isdisjoint(old_traffic)
     assert latency < 5
 
@@ -114,11 +120,11 @@ def test_trigger_keeps_waiting_through_an_unreachable_mlflow(monitor_env, served
 
 def test_sensor_starts_in_the_triggerer_with_the_settings():
     op = sensor.NewTrafficSensor(task_id="t", model_name="m", tracking_uri="http://mlflow", min_rows=7,
-                                 poll_seconds=3.0)
+                                 poll_seconds=3.0, span_days=2.5)
     assert op.start_from_trigger
     assert op.start_trigger_args.trigger_cls == "monitoring.sensor.NewTrafficTrigger"
     assert op.start_trigger_args.trigger_kwargs == {"model_name": "m", "tracking_uri": "http://mlflow",
-                                                    "min_rows": 7, "poll_seconds": 3.0}
+                                                    "min_rows": 7, "poll_seconds": 3.0, "span_days": 2.5}
     event = {"version": "3", "files": ["a"], "rows": 9}
     assert op.execute_complete({}, event) == event
 
