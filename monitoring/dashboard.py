@@ -21,6 +21,12 @@ with `{{label}}`.
 `evidently ui --workspace <MLOPS_EVIDENTLY_WORKSPACE>` serves it (`make up` starts it).
 A run's id is derived from model, version and window, so reporting a window again
 replaces its run. Evidently is imported inside the functions only.
+
+The UI picks up new runs while it runs (a file watcher), but not a project created while
+it runs: in 0.7.23 the watcher reads the new project's metadata file as soon as it is
+created, before it is written, and its thread dies on the JSON error. So the model's
+project is created before the UI starts: `python -m monitoring.dashboard prepare`
+(`make up` and the compose service `evidently` do it).
 """
 
 from __future__ import annotations
@@ -194,6 +200,11 @@ def project(ws, model_name: str):
     return found
 
 
+def prepare(model_name: str | None = None, path: str | Path | None = None) -> str:
+    """Create the model's project and dashboard (before `evidently ui` starts); returns the project id."""
+    return str(project(workspace(path), model_name or settings.get().model_name).id)
+
+
 def add_window(summary: dict, rows=None, path: str | Path | None = None) -> str:
     """Add the window's run to its model's project; returns the run id (the same for the same window)."""
     model_name, version, window = summary["model_name"], str(summary["model_version"]), summary["window"]
@@ -218,3 +229,18 @@ def record(summary: dict, rows=None) -> str | None:
         return None
     log.info("dashboard: window %s added as run %s", summary["window"].get("id"), run_id)
     return run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m monitoring.dashboard")
+    parser.add_argument("command", choices=["prepare"], help="create the model's project before `evidently ui` starts")
+    parser.parse_args(argv)
+    cfg = settings.get()
+    print(f"Evidently project of {cfg.model_name}: {prepare()} in {cfg.evidently_workspace}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

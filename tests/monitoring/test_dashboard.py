@@ -54,10 +54,11 @@ def dash_env(tmp_path, monkeypatch):
     reload_settings()
 
 
-def _report_windows(cfg) -> list[tuple[dict, pd.DataFrame]]:
-    """Real reports: two versions, WINDOWS windows each, the weather drifting more each window."""
+def _report_windows(cfg, versions=VERSIONS) -> list[tuple[dict, pd.DataFrame]]:
+    """Real reports: WINDOWS windows of each version, the weather drifting more each window."""
     out = []
-    for v, version in enumerate(VERSIONS):
+    for version in versions:
+        v = VERSIONS.index(version)
         ref = report.Reference(version=version, run_id=f"run{version}", frame=_rows(600, seed=100 + v)
                                .drop(columns=["prediction"]), metrics={"test_roc_auc": 0.7, "test_log_loss": 0.5},
                                decision_threshold=0.3)
@@ -131,8 +132,10 @@ def test_a_dashboard_failure_does_not_stop_the_report(dash_env, tmp_path, monkey
 # -- the dashboard in a browser ----------------------------------------------------------------
 @pytest.fixture
 def evidently_ui(dash_env):
-    """`evidently ui` on the test's workspace, on a free loopback port, telemetry off."""
-    _report_windows(dash_env)
+    """`evidently ui` on the test's workspace, on a free loopback port, telemetry off, started as
+    `make up` starts it: the project first, then the UI (version 1's windows are already there)."""
+    dashboard.prepare()
+    _report_windows(dash_env, VERSIONS[:1])
     port = free_port()
     log = open(dash_env.home / f"evidently-{port}.log", "wb")
     proc = subprocess.Popen(
@@ -170,9 +173,20 @@ def test_the_dashboard_renders_every_panel_with_data(evidently_ui, dash_env, tmp
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium (.ci/run ensure_chromium)")
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (the browser test uses no downloaded browser)")
+    import httpx
     from playwright.sync_api import expect, sync_playwright
 
+    # Version 2's windows are reported while the UI runs: it picks them up.
+    _report_windows(dash_env, VERSIONS[1:])
     project_id = dashboard._id(dash_env.model_name, "project")
+    panel = next(p for p in dashboard.panels(dash_env.model_name) if p.title == dashboard.Panel.DRIFT_SHARE)
+    body = {"series_filter": [{"metric": m.metric, "tags": [], "metadata": {}, "metric_labels": m.metric_labels}
+                              for m in panel.values]}
+    deadline = time.monotonic() + 30
+    while len(httpx.post(f"{evidently_ui}/api/v2/snapshots/{project_id}/data_series_batch", json=body,
+                         timeout=10).json()["sources"]) < len(VERSIONS) * WINDOWS:
+        assert time.monotonic() < deadline, "the UI did not pick up the runs added while it runs"
+        time.sleep(0.5)
     shot = tmp_path / "dashboard.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -203,3 +217,15 @@ def test_the_dashboard_renders_every_panel_with_data(evidently_ui, dash_env, tmp
     out = Path("/tmp/dash-shots")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, out / "dashboard.png")
+
+
+def test_make_up_serves_the_dashboard_on_loopback_without_telemetry(dash_env, capsys):
+    from ops import stack
+
+    svc = next(s for s in stack.services(dash_env) if s.name == "evidently")
+    argv = " ".join(svc.argv)
+    assert f"ui --workspace {dash_env.evidently_workspace} --host 127.0.0.1 --port {dash_env.evidently_port}" in argv
+    assert svc.health_url == f"http://127.0.0.1:{dash_env.evidently_port}/api/version"
+    assert stack._env(dash_env)["DO_NOT_TRACK"] == "1"
+    stack.print_urls(dash_env)
+    assert f"Dashboard    http://127.0.0.1:{dash_env.evidently_port}" in capsys.readouterr().out
