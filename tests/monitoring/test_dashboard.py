@@ -167,12 +167,18 @@ def evidently_ui(dash_env):
         log.close()
 
 
-@pytest.mark.integration
-def test_the_dashboard_renders_every_panel_with_data(evidently_ui, dash_env, tmp_path):
+@pytest.fixture
+def chromium() -> str:
+    """Debian's chromium: skipped without it, except under CI=true, where it must be there."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium (.ci/run ensure_chromium)")
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (the browser test uses no downloaded browser)")
+    return CHROMIUM
+
+
+@pytest.mark.integration
+def test_the_dashboard_renders_every_panel_with_data(chromium, evidently_ui, dash_env, tmp_path):
     import httpx
     from playwright.sync_api import expect, sync_playwright
 
@@ -189,7 +195,7 @@ def test_the_dashboard_renders_every_panel_with_data(evidently_ui, dash_env, tmp
         time.sleep(0.5)
     shot = tmp_path / "dashboard.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+        browser = p.chromium.launch(executable_path=chromium, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync"])
         try:
