@@ -98,6 +98,9 @@ class Settings:
     retrain_max_attempts: int
     retrain_min_new_labels: int
     retrain_retry_minutes: float
+    # -- the dashboard over time (an Evidently workspace, served by `evidently ui`)
+    evidently_workspace: Path
+    evidently_port: int
 
 
 def load() -> Settings:
@@ -162,6 +165,8 @@ def load() -> Settings:
         retrain_max_attempts=_int("MLOPS_RETRAIN_MAX_ATTEMPTS", 3),
         retrain_min_new_labels=_int("MLOPS_RETRAIN_MIN_NEW_LABELS", 1500),
         retrain_retry_minutes=_float("MLOPS_RETRAIN_RETRY_MINUTES", 30.0),
+        evidently_workspace=Path(_env("MLOPS_EVIDENTLY_WORKSPACE", str(home / "evidently"))),
+        evidently_port=_int("MLOPS_EVIDENTLY_PORT", 8001),
     )
 
 

@@ -58,6 +58,7 @@ def profile_environment(home: Path, workers: int) -> dict[str, str]:
         "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "MLOPS_EVIDENTLY_PORT": str(free_port()),
         "MLOPS_REDIS_PREFIX": f"{tag}:", "MLOPS_FEAST_PROJECT": f"fd_{tag}",
         "MLOPS_CELERY_WORKERS": str(workers), "MLOPS_GATE_MARGIN": "-1",
     })

@@ -354,4 +354,7 @@ def build(rows: pd.DataFrame, ref: Reference, *, model_name: str, window: dict, 
     })
     log.info("report of %s v%s window %s (%d rows, %d sampled) in %.1fs: %s",
              model_name, ref.version, window["id"], len(rows), len(current), summary["seconds"], html)
+    from monitoring import dashboard
+
+    dashboard.record(summary, rows)  # the dashboard over time; its failure is logged, never raised
     return summary

@@ -1,4 +1,4 @@
-"""The embedded local stack: Airflow's four components, MLflow and the model server.
+"""The embedded local stack: Airflow's four components, MLflow, the model server and Evidently's UI.
 
     python -m ops.stack up      # start what is not running, wait until healthy
     python -m ops.stack down    # stop exactly what `up` started, by pid
@@ -168,11 +168,20 @@ def services(cfg: settings.Settings) -> list[Service]:
         Service("airflow-triggerer", [airflow, "triggerer", "--skip-serve-logs"], "", batch=True),
         *celery_workers(cfg),
     ]
+    out.append(Service("evidently", [
+        _bin("evidently"), "ui", "--workspace", str(cfg.evidently_workspace), "--host", "127.0.0.1",
+        "--port", str(cfg.evidently_port),
+    ], f"{evidently_url(cfg)}/api/version", batch=True))
     out.append(Service("model-server", [
         sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
         "--port", str(_port(cfg.model_server_url)), "--no-access-log",
     ], f"{cfg.model_server_url}/health"))
     return out
+
+
+def evidently_url(cfg: settings.Settings) -> str:
+    """The dashboard over time: `evidently ui` on the monitoring reports' workspace."""
+    return f"http://127.0.0.1:{cfg.evidently_port}"
 
 
 def _pid_file(cfg: settings.Settings, name: str) -> Path:
@@ -214,6 +223,8 @@ def _env(cfg: settings.Settings) -> dict[str, str]:
     # os.environ while requests may be iterating it: "log-batch failed with exception
     # '_MLFLOW_TELEMETRY_SESSION_ID'" in 3 of 8 candidate tasks of the celery bench.
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    # Evidently's UI and SDK send usage telemetry unless this is set.
+    env["DO_NOT_TRACK"] = "1"
     return env
 
 
@@ -302,6 +313,7 @@ def up(cfg: settings.Settings | None = None, timeout: float = 180, extra_env: di
     cfg = cfg or settings.get()
     for sub in ("run", "logs", "mlflow/artifacts"):
         (cfg.home / sub).mkdir(parents=True, exist_ok=True)
+    cfg.evidently_workspace.mkdir(parents=True, exist_ok=True)
     env = {**_env(cfg), **(extra_env or {})}
     todo = [s for s in services(cfg) if running_pid(cfg, s.name) is None]
     if any(s.name == "s3" for s in todo):
@@ -312,6 +324,10 @@ def up(cfg: settings.Settings | None = None, timeout: float = 180, extra_env: di
     create_databases(cfg)
     if any(s.name.startswith("airflow") for s in todo):
         _migrate(cfg, env)
+    if any(s.name == "evidently" for s in todo):
+        from monitoring import dashboard  # evidently: imported only when its UI is to start
+
+        dashboard.prepare(cfg.model_name, cfg.evidently_workspace)  # before the UI: see monitoring.dashboard
     for svc in todo:
         if svc.name != "s3":
             _start(cfg, svc, env)
@@ -480,6 +496,7 @@ def print_urls(cfg: settings.Settings) -> None:
     print(f"  Assets     {cfg.airflow_url}/assets")
     print(f"MLflow       {cfg.mlflow_tracking_uri}")
     print(f"Model server {cfg.model_server_url}/docs")
+    print(f"Dashboard    {evidently_url(cfg)}   (Evidently: a project per model, a run per monitoring window)")
     print(f"Landing zone {cfg.storage_url}/landing   (make drop MONTH=2013-02)")
     print(f"Logs         {cfg.home / 'logs'}")
 

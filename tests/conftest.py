@@ -134,6 +134,7 @@ def profile_env(profile: str, home: Path) -> dict[str, str]:
         "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
         "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "MLOPS_EVIDENTLY_PORT": str(free_port()),
         # The loop's tests check the chain's wiring; the gate's decisions are tested on fixed data
         # (tests/training). On the three July days the loop replays, a drift-triggered challenger's
         # ROC AUC on the drifted period landed within 0.01 of the champion's (-0.0042 in one make demo),
