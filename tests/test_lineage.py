@@ -103,3 +103,11 @@ def test_lineage_says_so_when_a_version_records_no_batch(monkeypatch):
     cfg = SimpleNamespace(mlflow_tracking_uri="http://mlflow", model_name="m")
     text = "\n".join(lineage.chain(client, cfg, batches_of=lambda cfg, version: [], version="2"))
     assert "(no batch recorded on this version)" in text
+
+
+def test_every_deployed_version_is_listed_once_in_deployment_order():
+    from ops import lineage
+
+    events = [{"id": i, "extra": {"version": v}} for i, v in ((3, "2"), (1, "1"), (5, "3"), (4, "1"))]
+    client = SimpleNamespace(asset_events=lambda name, limit=100: events if name == "deployed_model" else [])
+    assert lineage.deployed_versions(client) == ["1", "2", "3"]
