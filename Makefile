@@ -43,8 +43,8 @@ test-fast: venv ## unit tests only
 replay: venv ## walk MONTH in event time: live feeds, each flight's request at its time, outcomes as flights arrive
 	$(WITH_PROFILE) $(PY) -m ops.replay --month $(MONTH) --speed $(SPEED) $(if $(filter-out 0,$(DAYS)),--days $(DAYS),)
 
-lineage: venv ## follow the asset events back from the production model
-	$(WITH_PROFILE) $(PY) -m ops.lineage
+lineage: venv ## follow the asset events back from the production model (VERSIONS="3 7" or VERSIONS=--all: those)
+	$(WITH_PROFILE) $(PY) -m ops.lineage $(VERSIONS)
 
 bench: venv
 	$(PY) -m bench

@@ -14,7 +14,10 @@ Who sends what:
 - dataops, files or rows quarantined (`quarantined`);
 - monitoring, features missing from served rows (`data_quality_incident`);
 - Airflow's Deadline Alerts (`deadline_missed`, run by the triggerer): a registered
-  version not serving within `MLOPS_DEPLOY_DEADLINE_MINUTES`.
+  version not serving within `MLOPS_DEPLOY_DEADLINE_MINUTES`;
+- the ingest deadline (`features.ingest_deadline.send_alerts`, kind `deadline_missed`): a
+  file noticed in landing that has not reached `feature_table` within
+  `MLOPS_INGEST_DEADLINE_MINUTES` (not a Deadline Alert; that module says why).
 """
 
 from __future__ import annotations

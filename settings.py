@@ -56,6 +56,7 @@ class Settings:
     # -- dataops
     landing_poll_seconds: float
     landing_stable_seconds: float
+    ingest_deadline_minutes: float  # a dropped file must reach feature_table within this (0: no check)
     feast_project: str
     feast_registry: str
     feast_online_store: str
@@ -126,6 +127,7 @@ def load() -> Settings:
         task_retry_delay_seconds=_int("MLOPS_TASK_RETRY_DELAY_SECONDS", 300),
         landing_poll_seconds=_float("MLOPS_LANDING_POLL_SECONDS", 2.0),
         landing_stable_seconds=_float("MLOPS_LANDING_STABLE_SECONDS", 1.0),
+        ingest_deadline_minutes=_float("MLOPS_INGEST_DEADLINE_MINUTES", 30.0),
         feast_project=_env("MLOPS_FEAST_PROJECT", "flight_delay"),
         feast_registry=_env("MLOPS_FEAST_REGISTRY", str(home / "feast" / "registry.db")),
         feast_online_store=_env("MLOPS_FEAST_ONLINE_STORE", str(home / "feast" / "online.db")),

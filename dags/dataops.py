@@ -41,9 +41,11 @@ def dataops():
     @task
     def validate_batch(files: list[str], run_id=None, dag_run=None) -> dict:
         from features.ingest import Batch, batch_id_for
+        from features.ingest_deadline import mark_pending
         from features.tasks import alert_quarantined
 
         batch = Batch(batch_id_for(run_id, dag_run.run_after)).ingest(files)
+        mark_pending(batch, files)  # on its way to feature_table: the dataops_deadline DAG watches it
         alert_quarantined(batch)
         return batch
 

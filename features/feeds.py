@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -148,6 +149,15 @@ def _digest(df: pd.DataFrame) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
+CLOCK_FORMAT = "%Y%m%dT%H%M%S"
+
+
+def batch_id(feed: Feed, clock: pd.Timestamp, df: pd.DataFrame) -> str:
+    """A feed batch's id: `feed_<feed>__<clock>__<content hash>`. It names the batch's quarantine
+    records and is the `batch_id` of the flights the outcomes feed delivers (`compute.flight_rows`)."""
+    return f"feed_{feed.name}__{clock:{CLOCK_FORMAT}}__{_digest(df)}"
+
+
 def _quarantine(feed: Feed, clock: pd.Timestamp, stem: str, rows: pd.DataFrame, record: dict) -> str:
     from features.ingest import _writable  # rejected rows may hold mixed types
 
@@ -233,7 +243,7 @@ def push(feed: Feed, df: pd.DataFrame, clock, store=None) -> FeedResult:
     """Validate the whole batch, quarantine what is rejected, then write the accepted rows offline and online."""
     clock = utc(clock)
     result = FeedResult(feed=feed.name, clock=clock.isoformat(), rows_in=len(df))
-    stem = f"feed_{feed.name}__{clock:%Y%m%dT%H%M%S}__{_digest(df)}"
+    stem = batch_id(feed, clock, df)
     checked = check(feed, df, clock)
     if checked.batch_error:
         return _reject_whole(feed, clock, stem, df, checked.batch_error, result)
@@ -268,7 +278,7 @@ def push_outcomes(flights: pd.DataFrame, clock, store=None) -> FeedResult:
 
     clock = utc(clock)
     result = FeedResult(feed=OUTCOMES.name, clock=clock.isoformat(), rows_in=len(flights))
-    stem = f"feed_{OUTCOMES.name}__{clock:%Y%m%dT%H%M%S}__{_digest(flights)}"
+    stem = batch_id(OUTCOMES, clock, flights)
     checked = validation.validate_frame(stem, flights, now=clock)
     if checked.file_error or checked.kind != "flights":
         reason = checked.file_error or f"schema: the outcomes feed takes flights rows, got {checked.kind} rows"
@@ -313,6 +323,82 @@ def push_weather(df: pd.DataFrame, clock, store=None) -> FeedResult:
 def push_congestion(df: pd.DataFrame, clock, store=None) -> FeedResult:
     """Push origin congestion rows (`congestion_feed_rows`, or `features.compute.congestion_at`)."""
     return push(CONGESTION, df, clock, store)
+
+
+# -- lineage: where a feed batch's rows are ---------------------------------------------------------
+@dataclass
+class FeedTrace:
+    """The feed batches among a set of batch ids (a model version's training batches), traced as far as
+    they go: a feed batch has no landing file, its rows were pushed, so the trace ends at the part files
+    the pushes wrote and the quarantine records of the rows they rejected."""
+
+    feed: str
+    batch_ids: list[str]
+    first_clock: str  # ISO: the feed's clock at its first and last push among them
+    last_clock: str
+    part_files: list[str]  # the feed's part files of those days, in every table the feed writes
+    rows: dict[str, int] = field(default_factory=dict)  # part file -> rows of these batches (flight table)
+    missing_parts: list[str] = field(default_factory=list)  # part files that should exist and do not
+    quarantined: list[dict] = field(default_factory=list)  # {"url", "rows_quarantined", "reason"...}
+
+
+def _feeds() -> dict[str, Feed]:
+    return {f.name: f for f in (WEATHER, CONGESTION, OUTCOMES)}
+
+
+def tables_written(feed: Feed) -> list[str]:
+    """The offline tables a feed's pushes write their day's part file into."""
+    if feed.name == OUTCOMES.name:
+        return [FLIGHTS_TABLE, names.CARRIER_VIEW, names.ROUTE_VIEW]
+    return [feed.view]
+
+
+def parse_batch_id(batch: str) -> tuple[Feed, pd.Timestamp] | None:
+    """(the feed, its clock) of a feed batch id (`batch_id`), or None for any other batch (a landing batch)."""
+    m = re.fullmatch(r"feed_(?P<feed>[a-z_]+?)__(?P<clock>\d{8}T\d{6})__(?P<hash>[0-9a-f]+)", batch)
+    if not m or m["feed"] not in _feeds():
+        return None
+    return _feeds()[m["feed"]], pd.Timestamp(datetime.strptime(m["clock"], CLOCK_FORMAT), tz="UTC")
+
+
+def trace(batch_ids: list[str]) -> tuple[list[FeedTrace], list[str]]:
+    """The feed batches among `batch_ids`, grouped by feed and traced; and the other (landing) batch ids."""
+    from features.store import table_dir
+
+    by_feed: dict[str, list[tuple[pd.Timestamp, str]]] = {}
+    others = []
+    for b in batch_ids:
+        parsed = parse_batch_id(b)
+        if parsed is None:
+            others.append(b)
+        else:
+            by_feed.setdefault(parsed[0].name, []).append((parsed[1], b))
+    store = storage.get()
+    quarantine = {i["url"].rsplit("/", 1)[-1]: i["url"] for i in store.list_files(store.url("quarantine"))}
+    traces = []
+    for name, batches in sorted(by_feed.items()):
+        feed, batches = _feeds()[name], sorted(batches)
+        ids = [b for _, b in batches]
+        days = sorted({f"{clock:%Y%m%d}" for clock, _ in batches})
+        t = FeedTrace(feed=name, batch_ids=ids, first_clock=batches[0][0].isoformat(),
+                      last_clock=batches[-1][0].isoformat(), part_files=[])
+        for table in tables_written(feed):
+            for day in days:
+                path = table_dir(table) / f"feed_{name}__{day}.parquet"
+                if not path.exists():
+                    t.missing_parts.append(str(path))
+                    continue
+                t.part_files.append(str(path))
+                if table == FLIGHTS_TABLE:
+                    got = pd.read_parquet(path, columns=["batch_id"])["batch_id"]
+                    t.rows[str(path)] = int(got.isin(ids).sum())
+        for b in ids:
+            for stem in (f"{b}.rows.parquet", f"{b}.parquet"):
+                if stem + ".reason.json" in quarantine:
+                    record = store.read_json(quarantine[stem + ".reason.json"])
+                    t.quarantined.append({"url": quarantine.get(stem, store.url("quarantine", stem)), **record})
+        traces.append(t)
+    return traces, others
 
 
 # -- what a feed at `clock` has to push: for the replay and the tests ----------------------------

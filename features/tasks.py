@@ -108,8 +108,11 @@ def publish(batch: dict, written: dict) -> datasets.FeatureTableExtra:
     """
     import datasets  # Airflow's SDK: already loaded in a task process, kept out of this module's import
 
+    from features.ingest_deadline import clear_pending
+
     extra = datasets.check_extra(datasets.feature_table, datasets.feature_table_extra(batch))
     materialize_written(written)
+    clear_pending(batch["batch_id"])  # the ingest deadline is met: the task's success emits the event
     return extra
 
 

@@ -21,6 +21,8 @@ CHAIN = {
     "monitoring": (None, {"drift_report"}),  # started by its own deferrable sensor
     # Records each deployed version's baseline (deployment time) for the monitoring sensor.
     "monitoring_baseline": ({"deployed_model"}, set()),
+    # The ingest deadline: its own deferrable sensor watches landing and the batches on their way.
+    "dataops_deadline": (None, set()),
 }
 
 

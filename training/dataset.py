@@ -82,6 +82,12 @@ def labelled_flights(
     return chosen.reset_index(drop=True), as_of
 
 
+def batch_ids(flights: pd.DataFrame) -> list[str]:
+    """The batches whose flights are in a training set, recorded on the version (`Tag.TRAINING_BATCHES`):
+    landing batches (`features.ingest`) and outcomes feed batches (`features.feeds.batch_id`) alike."""
+    return sorted(flights["batch_id"].astype(str).unique().tolist())
+
+
 def with_features(flights: pd.DataFrame) -> pd.DataFrame:
     """The flights joined point in time to the feature service: COLUMNS, one row per flight.
 

@@ -130,8 +130,9 @@ def build_training_set(key: str, trigger: dict, as_of: str | None = None) -> dic
         "window_weeks": weeks,
         "judged_since": new_since,  # drift: the champion's data_as_of; the split's boundaries lie after it
         "max_rows": cfg.training_max_rows,
-        # Every batch whose flights are in the set (a drift-started run has no feature_table event).
-        "batch_ids": sorted(flights["batch_id"].astype(str).unique().tolist()),
+        # Every batch whose flights are in the set (a drift-started run has no feature_table event),
+        # landing and feed batches: `make lineage` traces each back to its files.
+        "batch_ids": dataset.batch_ids(flights),
         "rows": {p: int(counts.get(p, 0)) for p in (*splitting.PARTS, splitting.DROPPED)},
         "late_rate": {p: float(frame.loc[frame["part"] == p, "is_late"].mean()) for p in splitting.PARTS},
         "ranges": splitting.ranges(frame, frame["part"]),
