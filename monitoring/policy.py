@@ -84,6 +84,7 @@ class Observation:
     labelled_rows: int = 0
     figures: dict | None = None  # every quality figure of the window (monitoring.report.quality_figures)
     reference_figures: dict | None = None  # the version's test figures, by metric name
+    calibration_gap_limit: float | None = None  # calibrated on the version's training weeks (monitoring.calibration)
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,12 @@ def quality_reasons(obs: Observation, limits: Thresholds) -> tuple[str, ...]:
             out.append(f"{metric} {figures[metric]:.4f} vs {reference[metric]:.4f} in training "
                        f"(worse by {worse:.4f} > {limits.quality_drop_margin})")
     gap = figures.get("calibration_gap")
-    if gap is not None and abs(gap) > limits.calibration_gap_limit:
+    # The late rate moves from week to week (a storm, a holiday): a gap no bigger than the version's own
+    # training weeks showed is the weather of the week, not a model that stopped fitting.
+    gap_limit = max(limits.calibration_gap_limit, obs.calibration_gap_limit or 0.0)
+    if gap is not None and abs(gap) > gap_limit:
         out.append(f"calibration gap {gap:+.4f} (predicted {figures['mean_probability']:.4f}, observed "
-                   f"{figures['late_rate']:.4f}) beyond +-{limits.calibration_gap_limit}")
+                   f"{figures['late_rate']:.4f}) beyond +-{gap_limit:.4f}")
     return tuple(out)
 
 

@@ -315,6 +315,7 @@ def build(rows: pd.DataFrame, ref: Reference, *, model_name: str, window: dict, 
     result = drift(current, reference, cfg.drift_column_threshold, cfg.drift_share_threshold,
                    cfg.missing_share_margin, calibrated=ref.thresholds)
     quality_summary, quality_snap = quality(rows, ref, cfg.gate_metric, min_labelled_rows, cfg.drift_sample_cap)
+    quality_summary["calibration_gap_limit"] = ((ref.thresholds or {}).get("calibration_gap") or {}).get("limit")
     html = report_url(model_name, ref.version, window["id"], ".html")
     save_html(result.snapshot, html)
     if quality_snap is not None:

@@ -112,6 +112,7 @@ def observation(summary: dict) -> policy.Observation:
         labelled_rows=q.get("labelled_rows") or 0,
         figures=q.get("figures"),
         reference_figures=q.get("reference_figures"),
+        calibration_gap_limit=q.get("calibration_gap_limit"),
     )
 
 

@@ -3,9 +3,10 @@
 1. Bring the stack up.
 2. Drop the first months not yet ingested; follow feature_table -> training ->
    registered_model -> serving -> deployed_model.
-3. Replay the first days of a later month, whose weather has drifted, on the replay
-   clock (`ops.replay`): live feeds, each flight asked at its time, outcomes as
-   flights arrive.
+3. Replay the first 7.5 days of a later month, whose weather has drifted, on the
+   replay clock (`ops.replay`): live feeds, 40% of the flights asked about at their
+   time, every outcome as its flight arrives. The first monitoring window (7 days of
+   departures) closes on day 8.
 4. Follow monitoring -> drift_report -> training -> registered_model -> serving
    -> deployed_model.
 
@@ -192,10 +193,11 @@ def run(args) -> dict:
         say("drop", "every month is already ingested; going straight to traffic")
 
     marks = {a: f.last_id(a) for a in ("registered_model", "deployed_model", "drift_report")}
-    say("replay", f"{args.replay_month}, first {args.days:g} days at {args.speed:g}x: feeds, requests at their "
-                  f"time, outcomes as flights arrive")
+    say("replay", f"{args.replay_month}, first {args.days:g} days at {args.speed:g}x: feeds, requests for "
+                  f"{args.share:.0%} of the flights at their time, outcomes as flights arrive; a monitoring "
+                  f"window closes after {cfg.monitor_window_days:g} days of departures")
     since = utc_now()  # the drift-triggered training may start while the replay runs
-    played = replay.run(args.replay_month, days=args.days, speed=args.speed)
+    played = replay.run(args.replay_month, days=args.days, speed=args.speed, share=args.share)
     say("replay", f"{played.answered}/{played.requests} answered, {sum(played.errors.values())} errors, "
                   f"fresh features on {100 * played.fresh_share:.1f}%, p50 {played.p50_ms:.1f} ms "
                   f"p99 {played.p99_ms:.1f} ms"
@@ -225,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.demo")
     parser.add_argument("--months", type=int, default=2, help="how many new months to drop first")
     parser.add_argument("--replay-month", default="2013-07")
-    parser.add_argument("--days", type=float, default=3, help="how many days of the month to replay")
-    parser.add_argument("--speed", type=float, default=3600, help="simulated seconds per real second")
+    # A monitoring window spans MLOPS_MONITOR_WINDOW_DAYS (7) of departures and closes once a later
+    # flight is served: 7.5 days close the first one. Asking about 40% of the flights keeps the
+    # requests within what the server answers on two cores at 5400x.
+    parser.add_argument("--days", type=float, default=7.5, help="how many days of the month to replay")
+    parser.add_argument("--speed", type=float, default=5400, help="simulated seconds per real second")
+    parser.add_argument("--share", type=float, default=0.4, help="share of the flights asked about")
     args = parser.parse_args(argv)
     try:
         run(args)

@@ -1,6 +1,6 @@
 """The replay clock: a month of the world unfolds in event time against the running stack.
 
-    python -m ops.replay --month 2013-07 [--days N] [--speed 3600] [--url URL]
+    python -m ops.replay --month 2013-07 [--days N] [--speed 3600] [--share 1] [--url URL]
 
 The replay knows the month's truth (the flights with their outcomes, the weather)
 and reveals it as its simulated clock advances, the way the world would:
@@ -82,12 +82,24 @@ def load_world(month: str) -> World:
                  weather=compute.weather_rows(frames["weather"]))
 
 
-def requests_between(world: World, start: pd.Timestamp, end: pd.Timestamp, limit: int | None = None) -> pd.DataFrame:
+def asked_about(flight_ids: pd.Series, share: float) -> pd.Series:
+    """Which flights someone asks about: a stable hash of the flight id under `share` (1: every flight).
+
+    The feeds still deliver every flight's outcome; only the requests are sampled."""
+    if share >= 1:
+        return pd.Series(True, index=flight_ids.index)
+    hashed = pd.util.hash_pandas_object(flight_ids.astype(str), index=False).to_numpy()
+    return pd.Series(hashed % 10_000 < share * 10_000, index=flight_ids.index)
+
+
+def requests_between(world: World, start: pd.Timestamp, end: pd.Timestamp, limit: int | None = None,
+                     share: float = 1.0) -> pd.DataFrame:
     """The flights asked about in [start, end): flight rows plus `as_of`, in as-of order."""
     from features.compute import as_of
 
     f = world.flights.assign(as_of=as_of(world.flights["event_timestamp"]))
-    f = f[(f["as_of"] >= start) & (f["as_of"] < end)].sort_values(["as_of", "flight_id"], kind="stable")
+    f = f[(f["as_of"] >= start) & (f["as_of"] < end) & asked_about(f["flight_id"], share)]
+    f = f.sort_values(["as_of", "flight_id"], kind="stable")
     return f.head(limit) if limit else f
 
 
@@ -300,13 +312,13 @@ class ReplayResult:
 
 async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestamp, url: str, speed: float,
                  warmup: pd.Timedelta, concurrency: int = 8, limit: int | None = None, timeout: float = 10.0,
-                 store=None, stream=None) -> ReplayResult:
+                 store=None, stream=None, share: float = 1.0) -> ReplayResult:
     """Walk the clock from `start - warmup` until every requested flight's outcome is delivered."""
     import httpx
 
     from serving.client import flight_table_body
 
-    asked = requests_between(world, start, end, limit)
+    asked = requests_between(world, start, end, limit, share)
     last_request = asked["as_of"].max() if len(asked) else start
     drain_to = max(asked["outcome_at"].max().ceil("h") if len(asked) else end, end)
     feeds = Feeds(world, since=start - warmup, store=store)
@@ -367,7 +379,8 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
 
 
 def run(month: str, days: float | None = None, speed: float = 3600.0, warmup_hours: float = 24.0,
-        url: str | None = None, concurrency: int = 8, limit: int | None = None, stream=None) -> ReplayResult:
+        url: str | None = None, concurrency: int = 8, limit: int | None = None, stream=None,
+        share: float = 1.0) -> ReplayResult:
     world = load_world(month)
     start = month_start(month)
     month_end = month_start((pd.Period(month, freq="M") + 1).strftime("%Y-%m"))
@@ -376,7 +389,7 @@ def run(month: str, days: float | None = None, speed: float = 3600.0, warmup_hou
     print(f"replaying {month} from {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z against {url} "
           f"at {'full speed' if speed <= 0 else f'{speed:g}x'}", file=stream or sys.stderr)
     return asyncio.run(replay(world, month, start, end, url, speed, pd.Timedelta(hours=warmup_hours),
-                              concurrency=concurrency, limit=limit, stream=stream))
+                              concurrency=concurrency, limit=limit, stream=stream, share=share))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated seconds per real second (default 3600: an hour a second); 0 = no sleeping")
     parser.add_argument("--warmup-hours", type=float, default=24.0, help="feeds only, before the first request")
     parser.add_argument("--limit", type=int, default=None, help="send only the first N requests")
+    parser.add_argument("--share", type=float, default=1.0,
+                        help="ask about this share of the flights, by a stable hash of the flight id (default 1)")
     parser.add_argument("--url", default=None, help="model server base URL (default: settings)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at most (default 8)")
     parser.add_argument("--max-error-rate", type=float, default=0.01,
@@ -395,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.speed < 0 or args.concurrency <= 0:
         parser.error("--speed must be >= 0 and --concurrency positive")
-    result = run(args.month, args.days, args.speed, args.warmup_hours, args.url, args.concurrency, args.limit)
+    result = run(args.month, args.days, args.speed, args.warmup_hours, args.url, args.concurrency, args.limit,
+                 share=args.share)
     print(result.summary())
     if args.json:
         with open(args.json, "w") as fh:

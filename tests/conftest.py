@@ -140,6 +140,8 @@ def profile_env(profile: str, home: Path) -> dict[str, str]:
         # ROC AUC on the drifted period landed within 0.01 of the champion's (-0.0042 in one make demo),
         # around the default margin, so the drift rule's "not worse" gets room here.
         "MLOPS_GATE_MARGIN": "0.02",
+        # Three replayed days cannot close a 7-day monitoring window: the loop's windows span 2 days.
+        "MLOPS_MONITOR_WINDOW_DAYS": "2",
     }
     if profile in ("prod", "celery"):
         prefix = f"mlops_test_{os.getpid()}_{home.name[-6:].lower()}_"

@@ -214,10 +214,14 @@ def _fit_and_log(family: str, dataset_summary: dict, trigger: dict, mlflow_clien
     threshold = quality.decision_threshold(y_valid, p_valid)
     reference = _reference(train_rows, x_train, y_train, p_train)
     # Monitoring's per-column drift thresholds, from windows of its span inside this training part.
+    import numpy as np
+
+    from features.compute import LABEL
     from monitoring.calibration import calibrate
 
-    thresholds = calibrate(x_train.assign(event_timestamp=train_rows["event_timestamp"].to_numpy()), reference,
-                           settings.get().monitor_window_days)
+    thresholds = calibrate(x_train.assign(event_timestamp=train_rows["event_timestamp"].to_numpy(),
+                                          **{LABEL: np.asarray(y_train)}),
+                           reference, settings.get().monitor_window_days)
     metrics = {
         **quality.prefixed("valid", quality.scores(y_valid, p_valid, threshold)),
         **quality.prefixed("test", quality.scores(y_test, p_test, threshold)),

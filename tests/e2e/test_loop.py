@@ -24,7 +24,10 @@ CHAIN = ["feature_table", "registered_model", "deployed_model", "drift_report", 
 
 def test_drift_triggered_redeployment(local_stack, capsys):
     cfg = local_stack
-    assert demo.main(["--months", "2", "--replay-month", "2013-07", "--days", "3", "--speed", "0"]) == 0
+    # Every flight of three days, with 2-day monitoring windows (tests/conftest.py profile_env): the
+    # loop's wiring; the demo's 7-day window is make demo's.
+    assert demo.main(["--months", "2", "--replay-month", "2013-07", "--days", "3", "--speed", "0",
+                      "--share", "1"]) == 0
     out = capsys.readouterr().out
     assert "drift_report" in out and "Served version" in out
     served_rows = re.search(r"Served rows +(\d+) answered, ([\d.]+)% with fresh features .*; (\d+) of the (\d+) logged "
