@@ -171,7 +171,7 @@ def load() -> Settings:
         rollout_max_error_rate=_float("MLOPS_ROLLOUT_MAX_ERROR_RATE", 0.01),
         rollout_min_agreement=_float("MLOPS_ROLLOUT_MIN_AGREEMENT", 0.9),
         rollout_max_score_psi=_float("MLOPS_ROLLOUT_MAX_SCORE_PSI", 0.2),
-        rollout_min_labelled=_int("MLOPS_ROLLOUT_MIN_LABELLED", 100),
+        rollout_min_labelled=_int("MLOPS_ROLLOUT_MIN_LABELLED", 500),
         alert_webhook_url=_env("MLOPS_ALERT_WEBHOOK_URL", ""),
         monitor_min_rows=_int("MLOPS_MONITOR_MIN_ROWS", 2000),
         monitor_poll_seconds=_float("MLOPS_MONITOR_POLL_SECONDS", 5.0),

@@ -8,9 +8,11 @@ canary errors). The judge reads both and answers pass or fail with its reasons.
 Shadow (the same requests, scored by both): paired by `request_id`,
 - errors: the shadow's error share of the requests it was given, at most
   `rollout_max_error_rate` (drops are a capacity matter of the server, reported only);
-- latency: the p95 of the candidate's model time over production's on the same
+- latency: the median of the candidate's model time over production's on the same
   requests (each at least 1 ms: sub-millisecond noise is not a regression), at most
-  `serving_latency_ratio`;
+  `serving_latency_ratio`; the median because the shadow scores in a background thread
+  that gives way to responses, so its tail measures contention, not the model (the
+  canary, on the response path, compares p95 request latency);
 - agreement: the share of requests where both decide the same, at least
   `rollout_min_agreement`;
 - score shift: the PSI of the candidate's probabilities against production's (ten
@@ -20,6 +22,10 @@ Shadow (the same requests, scored by both): paired by `request_id`,
   every metric of `training.metrics` (F1 of the decisions as made), the candidate not worse
   than production by more than `quality_drop_margin` on any; judged from `rollout_min_labelled` labelled rows
   (fewer: reported as not judged).
+Agreement and score shift say the candidate behaves differently from production, which a
+retraining after drift is meant to do: they fail the candidate only when its quality
+could not be judged on labels. When labels show it is not worse, they are kept as
+`notes` in the verdict's numbers, not reasons.
 Canary (different flights, split by a stable hash, so alike in distribution): errors,
 the p95 request latency ratio, the score shift and the labelled quality of the
 candidate's share against production's share over the same period.
@@ -114,16 +120,16 @@ def psi(expected, actual, bins: int = PSI_BINS) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def p95(values) -> float:
+def percentile(values, q: float) -> float:
     import numpy as np
 
     values = np.asarray(values, dtype="float64")
     values = values[np.isfinite(values)]
-    return float(np.percentile(values, 95)) if len(values) else float("nan")
+    return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-def latency_ratio(candidate_ms, production_ms) -> float:
-    return max(p95(candidate_ms), LATENCY_FLOOR_MS) / max(p95(production_ms), LATENCY_FLOOR_MS)
+def latency_ratio(candidate_ms, production_ms, q: float = 95) -> float:
+    return max(percentile(candidate_ms, q), LATENCY_FLOOR_MS) / max(percentile(production_ms, q), LATENCY_FLOOR_MS)
 
 
 def quality(candidate: "pd.DataFrame", production: "pd.DataFrame", label: str) -> dict:
@@ -148,24 +154,34 @@ def _labelled(rows: "pd.DataFrame", label: str) -> "pd.DataFrame":
 
 
 def _judge_quality(verdict: Verdict, candidate: "pd.DataFrame", production: "pd.DataFrame", label: str,
-                   cfg: settings.Settings) -> None:
+                   cfg: settings.Settings) -> bool:
+    """Adds the quality reasons; True when quality was judged (enough labelled rows of both classes)."""
     from training.metrics import SingleClass
 
     n = min(len(candidate), len(production))
     verdict.numbers["labelled_rows"] = {"candidate": len(candidate), "production": len(production)}
     if n < cfg.rollout_min_labelled:
         verdict.numbers["quality"] = f"not judged: {n} labelled rows < {cfg.rollout_min_labelled}"
-        return
+        return False
     try:
         measured = quality(candidate, production, label)
     except SingleClass as exc:
         verdict.numbers["quality"] = f"not judged: {exc}"
-        return
+        return False
     verdict.numbers["quality"] = measured
     for metric, m in measured.items():
         if not m["improvement"] >= -cfg.quality_drop_margin:
             verdict.reasons.append(f"{metric} on labelled live rows {m['candidate']:.4f} vs production's "
                                    f"{m['production']:.4f} (worse by more than {cfg.quality_drop_margin})")
+    return True
+
+
+def _weigh_differences(verdict: Verdict, differences: list[str], quality_judged: bool) -> None:
+    """Differences from production fail the candidate unless labels judged it (then they are notes)."""
+    if quality_judged:
+        verdict.numbers["notes"] = differences
+    else:
+        verdict.reasons.extend(differences)
 
 
 # -- the verdicts ----------------------------------------------------------------------
@@ -185,7 +201,7 @@ def judge_shadow(version: str, shadow: "pd.DataFrame", production: "pd.DataFrame
         verdict.reasons.append("no live request was shadowed: no evidence to judge")
         return verdict
     error_rate = _error_rate(errors, len(shadow))
-    ratio = latency_ratio(paired[MODEL_MS], paired[f"{MODEL_MS}_production"])
+    ratio = latency_ratio(paired[MODEL_MS], paired[f"{MODEL_MS}_production"], q=50)
     agreement = float((paired[PREDICTION] == paired[f"{PREDICTION}_production"]).mean())
     shift = psi(paired[f"{PROBABILITY}_production"], paired[PROBABILITY])
     mean_shift = float(paired[PROBABILITY].mean() - paired[f"{PROBABILITY}_production"].mean())
@@ -194,18 +210,21 @@ def judge_shadow(version: str, shadow: "pd.DataFrame", production: "pd.DataFrame
     if not error_rate <= cfg.rollout_max_error_rate:
         verdict.reasons.append(f"error rate {error_rate:.4f} > {cfg.rollout_max_error_rate}")
     if not ratio <= cfg.serving_latency_ratio:
-        verdict.reasons.append(f"p95 model latency {ratio:.2f}x production's > {cfg.serving_latency_ratio}x")
+        verdict.reasons.append(f"median model latency {ratio:.2f}x production's > {cfg.serving_latency_ratio}x")
+    differences = []
     if not agreement >= cfg.rollout_min_agreement:
-        verdict.reasons.append(f"decisions agree with production's on {agreement:.3f} of requests "
-                               f"< {cfg.rollout_min_agreement}")
+        differences.append(f"decisions agree with production's on {agreement:.3f} of requests "
+                           f"< {cfg.rollout_min_agreement}")
     if not shift <= cfg.rollout_max_score_psi:
-        verdict.reasons.append(f"score PSI against production {shift:.3f} > {cfg.rollout_max_score_psi} "
-                               f"(mean shift {mean_shift:+.4f})")
+        differences.append(f"score PSI against production {shift:.3f} > {cfg.rollout_max_score_psi} "
+                           f"(mean shift {mean_shift:+.4f})")
+    judged = False
     if label in paired:
         labelled = _labelled(paired, label)
         production_side = labelled[[f"{PROBABILITY}_production", f"{PREDICTION}_production", label]].rename(
             columns={f"{PROBABILITY}_production": PROBABILITY, f"{PREDICTION}_production": PREDICTION})
-        _judge_quality(verdict, labelled, production_side, label, cfg)
+        judged = _judge_quality(verdict, labelled, production_side, label, cfg)
+    _weigh_differences(verdict, differences, judged)
     verdict.passed = not verdict.reasons
     return verdict
 
@@ -232,10 +251,13 @@ def judge_canary(version: str, canary: "pd.DataFrame", production: "pd.DataFrame
         verdict.reasons.append(f"error rate {error_rate:.4f} > {cfg.rollout_max_error_rate}")
     if not ratio <= cfg.serving_latency_ratio:
         verdict.reasons.append(f"p95 request latency {ratio:.2f}x production's > {cfg.serving_latency_ratio}x")
+    differences = []
     if not shift <= cfg.rollout_max_score_psi:
-        verdict.reasons.append(f"score PSI against production's share {shift:.3f} > {cfg.rollout_max_score_psi}")
+        differences.append(f"score PSI against production's share {shift:.3f} > {cfg.rollout_max_score_psi}")
+    judged = False
     if label in canary and label in production:
-        _judge_quality(verdict, _labelled(canary, label), _labelled(production, label), label, cfg)
+        judged = _judge_quality(verdict, _labelled(canary, label), _labelled(production, label), label, cfg)
+    _weigh_differences(verdict, differences, judged)
     verdict.passed = not verdict.reasons
     return verdict
 

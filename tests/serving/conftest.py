@@ -31,6 +31,7 @@ def estimators(split) -> dict:
         "good": sample_model.fit(split, max_iter=40, seed=0),
         "other": sample_model.fit(split, max_iter=15, seed=1),
         "skewed": sample_model.fit_skewed(split),
+        "retrained": sample_model.fit(split, max_iter=40, seed=1),  # like "good", another early-stopping split
         "wrong_features": sample_model.wrong_feature_count(split),
     }
 
@@ -59,7 +60,7 @@ def serving_env(monkeypatch, tmp_path, mlflow_server):
 def register(mlflow_server, split, estimators):
     """register(name, kind="good", **options) -> version: log one version of `name` per the model contract.
 
-    Kinds: "good", "other" (a second good model), "skewed" (`sample_model.fit_skewed`), "wrong_features" (loads, cannot
+    Kinds: "good", "other" (a second good model), "retrained" (close to "good"), "skewed" (`sample_model.fit_skewed`), "wrong_features" (loads, cannot
     predict on the model frame), "raising_pyfunc" (no sklearn flavour).
     """
     import sample_model

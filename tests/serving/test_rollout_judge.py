@@ -36,11 +36,9 @@ def served(estimator, test: pd.DataFrame, version: str, model_ms: float = 1.5, l
 
 
 @pytest.fixture(scope="module")
-def retrained(split):
+def retrained(estimators):
     """Another good model, as a retraining gives: same recipe, another early-stopping split."""
-    import sample_model
-
-    return sample_model.fit(split, max_iter=40, seed=1)
+    return estimators["retrained"]
 
 
 def shadow_counts(rows: int, errors: int = 0, dropped: int = 0) -> dict:
@@ -68,8 +66,13 @@ def test_the_model_trained_on_a_skewed_sample_fails_the_shadow_with_its_reasons(
     verdict = rollout.judge_shadow("3", shadow, production, shadow_counts(len(shadow)), cfg)
     assert not verdict.passed
     text = verdict.summary()
-    assert "decisions agree" in text and "score PSI" in text and "f1 on labelled live rows" in text, text
+    assert "f1 on labelled live rows" in text, text
     assert verdict.numbers["mean_score_shift"] < -0.05
+    # before its labels arrive, its differences from production fail it
+    unlabelled = rollout.judge_shadow("3", shadow.drop(columns=[LABEL]), production.drop(columns=[LABEL]),
+                                      shadow_counts(len(shadow)), cfg)
+    assert not unlabelled.passed
+    assert "decisions agree" in unlabelled.summary() and "score PSI" in unlabelled.summary()
     # and yet its ranking is fine: offline validation (ROC AUC against what was logged) would not catch it
     quality = verdict.numbers["quality"]["roc_auc"]
     assert quality["improvement"] > -0.05, quality
@@ -87,12 +90,25 @@ def test_errors_and_a_slow_shadow_fail_and_few_labels_are_not_judged(split, esti
     slow = served(estimators["good"], test, "2", model_ms=6.0, labels=False)
     verdict = rollout.judge_shadow("2", slow, production, shadow_counts(50, errors=5), cfg)
     text = verdict.summary()
-    assert not verdict.passed and "error rate 0.0909" in text and "p95 model latency" in text, text
+    assert not verdict.passed and "error rate 0.0909" in text and "median model latency" in text, text
     assert "quality" not in verdict.numbers  # no labels at all
 
     labelled = served(estimators["good"], test, "1")
     verdict = rollout.judge_shadow("2", served(estimators["good"], test, "2"), labelled, shadow_counts(50), cfg)
-    assert verdict.passed and verdict.numbers["quality"].startswith("not judged: 50 labelled rows < 100")
+    assert verdict.passed and verdict.numbers["quality"].startswith("not judged: 50 labelled rows < 500")
+
+
+def test_a_different_model_fails_without_labels_and_passes_when_labels_show_it_is_not_worse(split, estimators,
+                                                                                           cfg):
+    """"other" scores on another scale (PSI above 2 against "good") while ranking about as well."""
+    production = served(estimators["good"], split.test, "1")
+    shadow = served(estimators["other"], split.test, "2")
+    blind = rollout.judge_shadow("2", shadow.drop(columns=[LABEL]), production.drop(columns=[LABEL]),
+                                 shadow_counts(len(shadow)), cfg)
+    assert not blind.passed and "score PSI" in blind.summary()
+    labelled = rollout.judge_shadow("2", shadow, production, shadow_counts(len(shadow)), cfg)
+    assert labelled.passed, labelled.as_dict()
+    assert any("score PSI" in note for note in labelled.numbers["notes"])
 
 
 def test_rows_dropped_by_the_server_are_reported_not_failed(split, estimators, cfg):
@@ -115,7 +131,8 @@ def test_the_canary_passes_a_good_model_and_fails_the_skewed_one(split, estimato
 
     canary, production = canary_split(estimators["good"], estimators["skewed"], split.test)
     bad = rollout.judge_canary("3", canary, production, {"canary_errors": 0}, cfg)
-    assert not bad.passed and "f1 on labelled live rows" in bad.summary() and "score PSI" in bad.summary()
+    assert not bad.passed and "f1 on labelled live rows" in bad.summary()
+    assert any("score PSI" in note for note in bad.numbers["notes"])
 
     erring = rollout.judge_canary("2", canary, production, {"canary_errors": len(canary)}, cfg)
     assert "error rate 0.5000" in erring.summary()
