@@ -139,6 +139,11 @@ def profile_env(profile: str, home: Path) -> dict[str, str]:
         # ROC AUC on the drifted period landed within 0.01 of the champion's (-0.0042 in one make demo),
         # around the default margin, so the drift rule's "not worse" gets room here.
         "MLOPS_GATE_MARGIN": "0.02",
+        # The drift-triggered redeployment comes after the replay's last request: with no live traffic a
+        # staged rollout (shadow, canary) would wait out its time and roll back for want of evidence.
+        # tests/serving/test_rollout_dag.py runs the staged rollout with traffic; ops/demo.py would have to
+        # keep traffic flowing during the redeployment for the loop to run it.
+        "MLOPS_ROLLOUT": "direct",
     }
     if profile in ("prod", "celery"):
         prefix = f"mlops_test_{os.getpid()}_{home.name[-6:].lower()}_"
