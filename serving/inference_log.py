@@ -21,8 +21,9 @@ candidate for its canary share) and `.../role=shadow/` (scored off the response
 path, never answered; the same `request_id` as the production row of the request).
 Monitoring lists only the files directly under a version's folder (its production
 traffic), so rollout rows never enter its windows. `model_ms` is the model's own
-`predict_proba` time, so a shadow's latency compares with production's on the
-same requests.
+`predict_proba` time (of the whole batch for a batch request or a shadow batch);
+a shadow row's `baseline_ms` is production's time on the same batch, timed beside
+it, so the shadow's latency compares with production's on the same rows.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ AS_OF = "as_of"  # the time the prediction was asked at (the request's, else whe
 KEY_COLUMNS = ["request_id", "request_time", AS_OF, "model_name", "model_version", "carrier", "flight", "tailnum",
                "origin", "dest", "route", "sched_dep_ts", "flight_id"]
 PROBABILITY, PREDICTION = "probability", "prediction"  # the model's output, and the decision at its threshold
-ROLE, MODEL_MS = "role", "model_ms"
+ROLE, MODEL_MS, BASELINE_MS = "role", "model_ms", "baseline_ms"
 MAIN, CANARY, SHADOW = "main", "canary", "shadow"  # the values of `role`
 ROLLOUT_ROLES = (CANARY, SHADOW)
 
@@ -66,7 +67,7 @@ def feature_age_column(view: str) -> str:
 
 
 FRESHNESS_COLUMNS = [c for v in VIEW_NAMES for c in (feature_ts_column(v), feature_age_column(v))]
-COLUMNS = KEY_COLUMNS + MODEL_FEATURES + [PROBABILITY, PREDICTION, "latency_ms", ROLE, MODEL_MS] + FRESHNESS_COLUMNS
+COLUMNS = KEY_COLUMNS + MODEL_FEATURES + [PROBABILITY, PREDICTION, "latency_ms", ROLE, MODEL_MS, BASELINE_MS] + FRESHNESS_COLUMNS
 
 
 def freshness(stamps: dict[str, datetime | None], as_of: datetime) -> dict[str, object]:
@@ -103,7 +104,7 @@ def to_frame(rows: list[dict]) -> "pd.DataFrame":
         df[col] = df[col].astype("string")
     df["flight"] = df["flight"].astype("int64")
     df[PREDICTION] = df[PREDICTION].astype("int64")
-    for col in [*MODEL_FEATURES, PROBABILITY, "latency_ms", MODEL_MS, *(feature_age_column(v) for v in VIEW_NAMES)]:
+    for col in [*MODEL_FEATURES, PROBABILITY, "latency_ms", MODEL_MS, BASELINE_MS, *(feature_age_column(v) for v in VIEW_NAMES)]:
         df[col] = df[col].astype("float64")
     return df
 

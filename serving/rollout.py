@@ -8,11 +8,12 @@ canary errors). The judge reads both and answers pass or fail with its reasons.
 Shadow (the same requests, scored by both): paired by `request_id`,
 - errors: the shadow's error share of the requests it was given, at most
   `rollout_max_error_rate` (drops are a capacity matter of the server, reported only);
-- latency: the median of the candidate's model time over production's on the same
-  requests (each at least 1 ms: sub-millisecond noise is not a regression), at most
-  `serving_latency_ratio`; the median because the shadow scores in a background thread
-  that gives way to responses, so its tail measures contention, not the model (the
-  canary, on the response path, compares p95 request latency);
+- latency: the median of the candidate's model time over production's, both timed on
+  the same shadow batches side by side (`model_ms`, `baseline_ms`; each at least 1 ms:
+  sub-millisecond noise is not a regression), at most `serving_latency_ratio`; the
+  median because the shadow's thread gives way to responses, so its tail measures
+  contention, not the model (the canary, on the response path, compares p95 request
+  latency);
 - agreement: the share of requests where both decide the same, at least
   `rollout_min_agreement`;
 - score shift: the PSI of the candidate's probabilities against production's (ten
@@ -39,7 +40,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import settings
-from serving.inference_log import CANARY, MODEL_MS, PREDICTION, PROBABILITY, SHADOW
+from serving.inference_log import BASELINE_MS, CANARY, MODEL_MS, PREDICTION, PROBABILITY, SHADOW
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -201,7 +202,9 @@ def judge_shadow(version: str, shadow: "pd.DataFrame", production: "pd.DataFrame
         verdict.reasons.append("no live request was shadowed: no evidence to judge")
         return verdict
     error_rate = _error_rate(errors, len(shadow))
-    ratio = latency_ratio(paired[MODEL_MS], paired[f"{MODEL_MS}_production"], q=50)
+    baseline = paired[BASELINE_MS] if BASELINE_MS in paired and paired[BASELINE_MS].notna().any() \
+        else paired[f"{MODEL_MS}_production"]
+    ratio = latency_ratio(paired[MODEL_MS], baseline, q=50)
     agreement = float((paired[PREDICTION] == paired[f"{PREDICTION}_production"]).mean())
     shift = psi(paired[f"{PROBABILITY}_production"], paired[PROBABILITY])
     mean_shift = float(paired[PROBABILITY].mean() - paired[f"{PROBABILITY}_production"].mean())

@@ -14,7 +14,9 @@ two modes.
 - shadow: each request is answered by production as before; after the answer is
   built, the request's model input is put on a bounded queue (`put_nowait`: when the
   queue is full the rows are dropped and counted, a response never waits) and a
-  background thread scores it with the candidate and logs its rows (`role=shadow`).
+  background thread scores the requests that arrived within
+  `SHADOW_LINGER_SECONDS` in one batch with the candidate, and with production beside
+  it for the latency judge, then logs the candidate's rows (`role=shadow`).
   Nothing of the shadow reaches a response.
 - canary: the flights whose stable hash (`in_canary`) falls below the share are
   answered by the candidate, the others by production; each answer names its
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import sys
 import queue
 import threading
 import time
@@ -41,7 +44,7 @@ import settings
 from features.compute import MODEL_FEATURES
 from serving.frame import flight_id, model_input
 from serving.inference_log import (
-    AS_OF, CANARY, MAIN, MODEL_MS, PREDICTION, PROBABILITY, ROLE, SHADOW, InferenceLog, freshness,
+    AS_OF, BASELINE_MS, CANARY, MAIN, MODEL_MS, PREDICTION, PROBABILITY, ROLE, SHADOW, InferenceLog, freshness,
 )
 from serving.model import LoadedModel, LoadFailed, load_version
 from serving.online import OnlineFeatures
@@ -50,6 +53,9 @@ from serving.schemas import FlightRequest, Prediction, ReloadResult
 log = logging.getLogger(__name__)
 
 RETRY_FAILED_SECONDS = 600.0
+SHADOW_LINGER_SECONDS = 0.1  # the shadow waits this long after a request to score the next ones with it
+SHADOW_MAX_BATCH = 256  # requests per shadow predict call
+SHADOW_SWITCH_INTERVAL = 0.001  # seconds: while a shadow scores, a request waits at most this for the GIL
 
 
 class NotReady(RuntimeError):
@@ -114,6 +120,7 @@ class ModelService:
         self.features_error: str | None = None
         self._failed: tuple[str, float] | None = None  # (version, monotonic time) of the last failed load
         self.candidate: Candidate | None = None
+        self._default_switch_interval: float | None = None
         self._shadow_queue: queue.Queue = queue.Queue(maxsize=max(1, cfg.shadow_queue_size))
         self._shadow_thread: threading.Thread | None = None
         self._reload_lock = threading.Lock()
@@ -135,6 +142,7 @@ class ModelService:
         if self._shadow_thread is not None:
             self._shadow_queue.put(None)  # wakes the thread; the jobs before it are scored first
             self._shadow_thread.join(timeout=60)
+        self._switch_interval(shadowing=False)
         self.inference_log.close()
 
     def _poll_loop(self) -> None:
@@ -178,6 +186,7 @@ class ModelService:
                 model = dataclasses.replace(candidate.model, alias=model_registry.PRODUCTION,
                                             loaded_at=datetime.now(timezone.utc))
                 self.model, self.candidate = model, None
+                self._switch_interval(shadowing=False)
                 self.last_reload_error, self._failed = None, None
                 log.info("promoted candidate %s to production (was %s)", target, old_version)
                 return ReloadResult(model_name=name, version=target, previous_version=old_version, changed=True)
@@ -221,6 +230,7 @@ class ModelService:
                 model = load_version(self.cfg.mlflow_tracking_uri, self.cfg.model_name, str(version),
                                      alias=model_registry.CANDIDATE)
             self.candidate = Candidate(model, mode, share, RolloutCounts())
+            self._switch_interval(shadowing=mode == SHADOW)
             log.info("candidate %s in %s mode beside production %s (share %.3f)", version, mode,
                      production.version, share)
         return self.rollout_state()
@@ -230,6 +240,7 @@ class ModelService:
         with self._reload_lock:
             before = self.rollout_state()
             self.candidate = None
+            self._switch_interval(shadowing=False)
         if before["candidate_version"]:
             log.warning("candidate %s removed (%s mode)", before["candidate_version"], before["mode"])
         return before
@@ -245,6 +256,21 @@ class ModelService:
             raise RolloutConflict(f"the production alias points to {target}, not {version}: move it first")
         return self.reload()
 
+    def _switch_interval(self, shadowing: bool) -> None:
+        """While a shadow scores beside the requests, the interpreter hands the GIL over more often.
+
+        Python's default (5 ms) lets the shadow's thread keep a request waiting up to 5 ms
+        for the GIL; 1 ms bounds that wait. The process-wide value is restored when the
+        shadow goes.
+        """
+        if shadowing:
+            if self._default_switch_interval is None:
+                self._default_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(SHADOW_SWITCH_INTERVAL, self._default_switch_interval))
+        elif self._default_switch_interval is not None:
+            sys.setswitchinterval(self._default_switch_interval)
+            self._default_switch_interval = None
+
     def rollout_state(self) -> dict:
         candidate, production = self.candidate, self.model
         counts = dataclasses.asdict(candidate.counts) if candidate else None
@@ -257,25 +283,56 @@ class ModelService:
         }
 
     def _shadow_loop(self) -> None:
+        # Not niced: a niced thread holding the GIL, descheduled on a busy machine, made every
+        # request wait for it (p99 x2.3 in bench/shadow_bench.py).
         while True:
             job = self._shadow_queue.get()
             if job is None:
                 return
-            try:
-                self._score_shadow(job)
-            except Exception:  # a shadow must never take the server down
-                job.candidate.counts.shadow_errors += len(job.requests)
-                log.exception("shadow %s failed on %d rows", job.candidate.model.version, len(job.requests))
+            time.sleep(SHADOW_LINGER_SECONDS)  # the requests arriving meanwhile share one predict call
+            jobs, stopping = [job], False
+            while len(jobs) < SHADOW_MAX_BATCH:
+                try:
+                    more = self._shadow_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                jobs.append(more)
+            for same in _by_candidate(jobs):
+                try:
+                    self._score_shadow(same)
+                except Exception:  # a shadow must never take the server down
+                    same[0].candidate.counts.shadow_errors += sum(len(j.requests) for j in same)
+                    log.exception("shadow %s failed on %d requests", same[0].candidate.model.version, len(same))
+            if stopping:
+                return
 
-    def _score_shadow(self, job: _ShadowJob) -> None:
-        model = job.candidate.model
+    def _score_shadow(self, jobs: list[_ShadowJob]) -> None:
+        """Score a batch of shadowed requests with the candidate, and with production beside it (for the
+        latency judge: both timed on the same rows, in the same thread, at the same moment)."""
+        import pandas as pd
+
+        candidate = jobs[0].candidate
+        frame = pd.DataFrame(np.vstack([j.frame.to_numpy() for j in jobs]), columns=MODEL_FEATURES)
+        production = self.model
+        baseline_ms = None
+        if production is not None:
+            started = time.perf_counter()
+            production.probabilities(frame)
+            baseline_ms = (time.perf_counter() - started) * 1000.0
         started = time.perf_counter()
-        probabilities = model.probabilities(job.frame)
+        probabilities = iter(candidate.model.probabilities(frame))
         model_ms = (time.perf_counter() - started) * 1000.0
-        answers = [_shadow_answer(model, a, float(p)) for a, p in zip(job.answers, probabilities)]
-        self.inference_log.append(_log_rows(model, job.requests, answers, job.frame.to_numpy().tolist(), job.stamps,
-                                            job.as_of, job.received, model_ms, SHADOW, model_ms))
-        job.candidate.counts.shadow_scored += len(answers)
+        for job in jobs:
+            answers = [_shadow_answer(candidate.model, a, float(next(probabilities))) for a in job.answers]
+            rows = _log_rows(candidate.model, job.requests, answers, job.frame.to_numpy().tolist(), job.stamps,
+                             job.as_of, job.received, model_ms, SHADOW, model_ms)
+            for row in rows:
+                row[BASELINE_MS] = baseline_ms
+            self.inference_log.append(rows)
+            candidate.counts.shadow_scored += len(answers)
 
     # -- predict --------------------------------------------------------------------
     def not_ready_reason(self) -> str | None:
@@ -365,6 +422,17 @@ class ModelService:
             threshold=model.threshold, model_name=model.name, model_version=model.version, unknown_entities=unknown,
             stale_views=stale,
         )
+
+
+def _by_candidate(jobs: list[_ShadowJob]) -> list[list[_ShadowJob]]:
+    """Consecutive jobs of the same candidate (the slot may change while jobs wait)."""
+    groups: list[list[_ShadowJob]] = []
+    for job in jobs:
+        if groups and groups[-1][0].candidate is job.candidate:
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
 
 
 def _shadow_answer(model: LoadedModel, production_answer: Prediction, probability: float) -> Prediction:
