@@ -121,16 +121,18 @@ class DeployedModelExtra(TypedDict):
     previous_version: str | None
     validation: dict  # what validation measured (serving.validation)
     smoke: dict  # what the smoke test measured (serving.tasks)
+    rollout: dict | None  # shadow and canary on live traffic (serving.rollout): {stage: verdict}; None when direct
 
 
 deployed_model = Asset(name="deployed_model", uri=f"{_root}/models/deployed_model", group="models")
 
 
 def deployed_model_extra(
-    *, model_name: str, version: str, previous_version: str | None, validation: dict, smoke: dict
+    *, model_name: str, version: str, previous_version: str | None, validation: dict, smoke: dict,
+    rollout: dict | None = None,
 ) -> DeployedModelExtra:
     return DeployedModelExtra(model_name=model_name, version=str(version), previous_version=previous_version,
-                              validation=validation, smoke=smoke)
+                              validation=validation, smoke=smoke, rollout=rollout)
 
 
 # -- drift_report: a report on served traffic whose policy said "retrain" ------------------------

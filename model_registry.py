@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 PRODUCTION = "production"  # the version the model server answers with (moved by serving)
 PREVIOUS = "previous"  # the production version before it (what a rollback restores)
 CHALLENGER = "challenger"  # the newest version that passed training's gate
+CANDIDATE = "candidate"  # the version in shadow or canary on the model server (set and removed by serving)
 
 
 # -- version tags other stages read --------------------------------------------------------------

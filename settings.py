@@ -84,6 +84,19 @@ class Settings:
     serving_metric_tolerance: float
     deploy_timeout_seconds: float
     deploy_deadline_minutes: float
+    # -- rollout of a new version on live traffic (serving.rollout)
+    rollout: str  # staged: shadow, then canary, then all traffic | direct: straight to all traffic
+    shadow_min_rows: int
+    shadow_max_minutes: float
+    shadow_queue_size: int
+    canary_share: float
+    canary_min_rows: int
+    canary_max_minutes: float
+    rollout_poll_seconds: float
+    rollout_max_error_rate: float
+    rollout_min_agreement: float
+    rollout_max_score_psi: float
+    rollout_min_labelled: int
     alert_webhook_url: str
     # -- monitoring
     monitor_window_days: float
@@ -153,6 +166,18 @@ def load() -> Settings:
         serving_metric_tolerance=_float("MLOPS_SERVING_METRIC_TOLERANCE", 0.02),
         deploy_timeout_seconds=_float("MLOPS_DEPLOY_TIMEOUT_SECONDS", 120.0),
         deploy_deadline_minutes=_float("MLOPS_DEPLOY_DEADLINE_MINUTES", 30.0),
+        rollout=_env("MLOPS_ROLLOUT", "staged").lower(),
+        shadow_min_rows=_int("MLOPS_SHADOW_MIN_ROWS", 500),
+        shadow_max_minutes=_float("MLOPS_SHADOW_MAX_MINUTES", 30.0),
+        shadow_queue_size=_int("MLOPS_SHADOW_QUEUE_SIZE", 1000),
+        canary_share=_float("MLOPS_CANARY_SHARE", 0.1),
+        canary_min_rows=_int("MLOPS_CANARY_MIN_ROWS", 200),
+        canary_max_minutes=_float("MLOPS_CANARY_MAX_MINUTES", 60.0),
+        rollout_poll_seconds=_float("MLOPS_ROLLOUT_POLL_SECONDS", 5.0),
+        rollout_max_error_rate=_float("MLOPS_ROLLOUT_MAX_ERROR_RATE", 0.01),
+        rollout_min_agreement=_float("MLOPS_ROLLOUT_MIN_AGREEMENT", 0.9),
+        rollout_max_score_psi=_float("MLOPS_ROLLOUT_MAX_SCORE_PSI", 0.2),
+        rollout_min_labelled=_int("MLOPS_ROLLOUT_MIN_LABELLED", 500),
         alert_webhook_url=_env("MLOPS_ALERT_WEBHOOK_URL", ""),
         monitor_window_days=_float("MLOPS_MONITOR_WINDOW_DAYS", 7.0),
         monitor_min_rows=_int("MLOPS_MONITOR_MIN_ROWS", 2000),

@@ -1,7 +1,12 @@
 """Serving: a registered model version goes into service only once it has proved itself.
 
 Runs on every `registered_model` event. It deploys the newest version the events
-name (older ones are superseded), after validating it with no traffic. It moves the
+name (older ones are superseded), after validating it with no traffic and then, when a
+production version exists (and `MLOPS_ROLLOUT=staged`), on live traffic: the server
+scores it in the shadow of production, then lets it answer a canary share of flights;
+each stage waits in the triggerer for enough rows or time and is judged against
+production (`serving.rollout`); a failure removes the candidate and fails the run with
+the reason, production having served throughout. Then it moves the
 `production` alias, has the model server reload and waits in the triggerer until
 the server reports the version, then smoke-tests it. If anything fails after the
 alias move, `rollback` puts production back, the server follows, and the run fails
@@ -23,9 +28,12 @@ import settings
 from alerts import on_task_failure
 from datasets import deployed_model, registered_model
 from serving.failures import recording_failure
-from serving.sensor import ServerVersionSensor
+from serving.sensor import RolloutSensor, ServerVersionSensor
 
 cfg = settings.get()
+# a staged rollout may wait for its shadow and canary on top of the deployment itself
+DEADLINE_MINUTES = cfg.deploy_deadline_minutes + (
+    cfg.shadow_max_minutes + cfg.canary_max_minutes if cfg.rollout == "staged" else 0)
 
 
 @dag(
@@ -38,10 +46,10 @@ cfg = settings.get()
     # A registered version not serving in time reaches a person even if no task failed (a stuck sensor).
     deadline=DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=timedelta(minutes=cfg.deploy_deadline_minutes),
+        interval=timedelta(minutes=DEADLINE_MINUTES),
         callback=AsyncCallback("alerts.deadline_missed", kwargs={
             "what": "a registered version is not serving", "dag_id": "serving",
-            "minutes": cfg.deploy_deadline_minutes}),
+            "minutes": DEADLINE_MINUTES}),
     ),
     tags=["serving"],
 )
@@ -67,7 +75,37 @@ def serving():
 
     @task
     @recording_failure
-    def promote(version: str, validation: dict) -> dict:
+    def start_shadow(version: str, validation: dict) -> dict:
+        from serving.inference_log import SHADOW
+        from serving.tasks import start_stage
+
+        return start_stage(version, SHADOW)
+
+    @task
+    @recording_failure
+    def judge_shadow(plan: dict) -> dict:
+        from serving.tasks import judge_stage
+
+        return judge_stage(plan)
+
+    @task
+    @recording_failure
+    def start_canary(shadow: dict) -> dict:
+        from serving.inference_log import CANARY
+        from serving.tasks import start_stage
+
+        return start_stage(shadow["version"], CANARY, previous=shadow)
+
+    @task
+    @recording_failure
+    def judge_canary(plan: dict) -> dict:
+        from serving.tasks import judge_stage
+
+        return judge_stage(plan)
+
+    @task
+    @recording_failure
+    def promote(version: str, validation: dict, canary: dict) -> dict:
         from serving.tasks import promote
 
         return promote(version)
@@ -88,22 +126,33 @@ def serving():
 
     @task(outlets=[deployed_model])
     @recording_failure
-    def publish(promotion: dict, validation: dict, smoke: dict, outlet_events=None) -> dict:
+    def publish(promotion: dict, validation: dict, smoke: dict, shadow: dict, canary: dict,
+                outlet_events=None) -> dict:
         from serving.tasks import publish
 
-        extra = publish(promotion, validation, smoke)
+        extra = publish(promotion, validation, smoke, [shadow, canary])
         outlet_events[deployed_model].extra = extra
         return extra
 
     @task(trigger_rule="one_failed")
-    def rollback(promote_task_id: str, ti=None) -> None:
+    def rollback(promote_task_id: str, rollout_task_ids: list[str], ti=None) -> None:
         from serving.tasks import rollback_failed_run
 
-        raise AirflowFailException(rollback_failed_run(ti, promote_task_id))
+        raise AirflowFailException(rollback_failed_run(ti, promote_task_id, rollout_task_ids))
 
     version = choose_version()
     validation = validate(version)
-    promotion = promote(version, validation)
+    shadow = start_shadow(version, validation)
+    shadow_rows = RolloutSensor(task_id="wait_for_shadow", plan=shadow, poll_seconds=cfg.rollout_poll_seconds,
+                                max_minutes=cfg.shadow_max_minutes)
+    shadow_verdict = judge_shadow(shadow)
+    shadow_rows >> shadow_verdict
+    canary = start_canary(shadow_verdict)
+    canary_rows = RolloutSensor(task_id="wait_for_canary", plan=canary, poll_seconds=cfg.rollout_poll_seconds,
+                                max_minutes=cfg.canary_max_minutes)
+    canary_verdict = judge_canary(canary)
+    canary_rows >> canary_verdict
+    promotion = promote(version, validation, canary_verdict)
     reloaded = reload_server(promotion)
     served = ServerVersionSensor(
         task_id="wait_for_server",
@@ -114,8 +163,10 @@ def serving():
     reloaded >> served
     smoke = smoke_test(promotion)
     served >> smoke
-    published = publish(promotion, validation, smoke)
-    [promotion, reloaded, served, smoke, published] >> rollback(promotion.operator.task_id)
+    published = publish(promotion, validation, smoke, shadow_verdict, canary_verdict)
+    rollout_steps = [shadow, shadow_rows, shadow_verdict, canary, canary_rows, canary_verdict]
+    [*rollout_steps, promotion, reloaded, served, smoke, published] >> rollback(
+        promotion.operator.task_id, [shadow.operator.task_id, canary.operator.task_id])
 
 
 serving()

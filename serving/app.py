@@ -4,7 +4,11 @@
 
 Endpoints: POST /predict, POST /predict/batch (a JSON list, up to 1,000 flights),
 GET /health (always 200, `ready` says whether /predict can answer), GET /version,
-POST /admin/reload (bearer token `MLOPS_MODEL_SERVER_ADMIN_TOKEN`).
+and with the bearer token `MLOPS_MODEL_SERVER_ADMIN_TOKEN` (401 without it, nothing changed):
+POST /admin/reload, the rollout's POST /admin/candidate (load a version beside production
+in shadow or canary mode), DELETE /admin/candidate (roll back: production answers all),
+POST /admin/promote (the candidate serves all, once `production` points at it) and
+GET /admin/rollout (the candidate and its counts).
 Predict handlers are `async` and run on the event loop: the work is ~1-2 ms of CPU,
 and a thread hop would only add latency. Model loads run in a worker thread.
 Startup never waits for MLflow or Feast: the first poll loads the model in the
@@ -29,9 +33,10 @@ import settings
 from serving.model import LoadFailed
 from serving.online import FeaturesNotReady
 from serving.schemas import (
-    BatchPrediction, BatchRequest, FlightRequest, Health, Prediction, ReloadResult, VersionInfo,
+    BatchPrediction, BatchRequest, CandidateRequest, FlightRequest, Health, Prediction, PromoteRequest, ReloadResult,
+    RolloutState, VersionInfo,
 )
-from serving.service import ModelService, NotReady
+from serving.service import CANARY, ModelService, NotReady, RolloutConflict
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -73,11 +78,13 @@ def create_app(make_service: Callable[[], ModelService] = _default_service) -> F
     @app.get("/health", response_model=Health)
     async def health(request: Request) -> Health:
         service = _service(request)
-        model = service.model
+        model, candidate = service.model, service.candidate
         return Health(
             ready=service.not_ready_reason() is None, model_version=model.version if model else None,
             features_ready=bool(service.online and service.online.ready), reason=service.not_ready_reason(),
             last_reload_error=service.last_reload_error, inference_log_pending=service.inference_log.pending,
+            rollout=candidate.mode if candidate else None,
+            canary_version=candidate.model.version if candidate and candidate.mode == CANARY else None,
         )
 
     @app.get("/version", response_model=VersionInfo)
@@ -91,10 +98,9 @@ def create_app(make_service: Callable[[], ModelService] = _default_service) -> F
 
     @app.post("/admin/reload", response_model=ReloadResult)
     async def reload(
-        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+        request: Request, _: None = Depends(_require_admin),
     ) -> ReloadResult:
         service = _service(request)
-        _check_token(credentials, service.cfg.model_server_admin_token)
         # A deployment can follow the first feature registration by seconds, sooner than the
         # next poll: re-read the feature service too.
         await asyncio.to_thread(service.refresh_features)
@@ -106,11 +112,57 @@ def create_app(make_service: Callable[[], ModelService] = _default_service) -> F
         except Exception as exc:
             raise HTTPException(502, f"cannot read the production alias: {type(exc).__name__}: {exc}") from exc
 
+    @app.get("/admin/rollout", response_model=RolloutState)
+    async def rollout_state(
+        request: Request, _: None = Depends(_require_admin),
+    ) -> RolloutState:
+        service = _service(request)
+        return RolloutState(**service.rollout_state())
+
+    @app.post("/admin/candidate", response_model=RolloutState)
+    async def set_candidate(
+        body: CandidateRequest, request: Request,
+        _: None = Depends(_require_admin),
+    ) -> RolloutState:
+        service = _service(request)
+        try:
+            state = await asyncio.to_thread(service.set_candidate, body.version, body.mode, body.share)
+        except RolloutConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except LoadFailed as exc:
+            raise HTTPException(500, f"the candidate did not load, production serves alone: {exc}") from exc
+        return RolloutState(**state)
+
+    @app.delete("/admin/candidate", response_model=RolloutState)
+    async def clear_candidate(
+        request: Request, _: None = Depends(_require_admin),
+    ) -> RolloutState:
+        service = _service(request)
+        return RolloutState(**service.clear_candidate())
+
+    @app.post("/admin/promote", response_model=ReloadResult)
+    async def promote(
+        body: PromoteRequest, request: Request,
+        _: None = Depends(_require_admin),
+    ) -> ReloadResult:
+        service = _service(request)
+        try:
+            return await asyncio.to_thread(service.promote_candidate, body.version)
+        except RolloutConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except LoadFailed as exc:
+            raise HTTPException(500, str(exc)) from exc
+
     return app
 
 
 def _service(request: Request) -> ModelService:
     return request.app.state.service
+
+
+def _require_admin(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+    """The admin endpoints' dependency: runs before the body is read, so a bad token is a 401 whatever the body."""
+    _check_token(credentials, _service(request).cfg.model_server_admin_token)
 
 
 def _json(answer: BaseModel) -> Response:

@@ -69,6 +69,33 @@ class ServerClient:
         _check(resp, "POST /admin/reload")
         return resp.json()
 
+    def _admin(self) -> dict:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def set_candidate(self, version: str, mode: str, share: float | None = None) -> dict:
+        """Load `version` beside production in `mode` (shadow | canary); returns the rollout state."""
+        body = {"version": str(version), "mode": mode, **({"share": share} if share is not None else {})}
+        resp = self.http.post("/admin/candidate", json=body, headers=self._admin())
+        _check(resp, "POST /admin/candidate")
+        return resp.json()
+
+    def clear_candidate(self) -> dict:
+        """Remove the candidate (production answers everything); returns the state before."""
+        resp = self.http.delete("/admin/candidate", headers=self._admin())
+        _check(resp, "DELETE /admin/candidate")
+        return resp.json()
+
+    def promote(self, version: str) -> dict:
+        """The candidate serves everything (the production alias must point at it already)."""
+        resp = self.http.post("/admin/promote", json={"version": str(version)}, headers=self._admin())
+        _check(resp, "POST /admin/promote")
+        return resp.json()
+
+    def rollout_state(self) -> dict:
+        resp = self.http.get("/admin/rollout", headers=self._admin())
+        _check(resp, "GET /admin/rollout")
+        return resp.json()
+
     def predict(self, payload: dict) -> httpx.Response:
         return self.http.post("/predict", json=payload)
 

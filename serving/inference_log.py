@@ -12,6 +12,18 @@ background thread writes the buffer as parquet when it holds `flush_rows` rows o
 by the server's lifespan on a clean stop) writes what is left. A failed write keeps
 the rows for the next attempt (up to a bound, so a long storage outage cannot
 exhaust memory).
+
+Rollout rows (`serving.rollout`): each row's `role` says who made the prediction.
+`main` rows were answered by the production model and go where they always went,
+`inference/version=<v>/`. Rows of a candidate version go to a subfolder of the
+candidate's partition, `inference/version=<v>/role=canary/` (answered by the
+candidate for its canary share) and `.../role=shadow/` (scored off the response
+path, never answered; the same `request_id` as the production row of the request).
+Monitoring lists only the files directly under a version's folder (its production
+traffic), so rollout rows never enter its windows. `model_ms` is the model's own
+`predict_proba` time (of the whole batch for a batch request or a shadow batch);
+a shadow row's `baseline_ms` is production's time on the same batch, timed beside
+it, so the shadow's latency compares with production's on the same rows.
 """
 
 from __future__ import annotations
@@ -40,6 +52,9 @@ DEPARTURE = "sched_dep_ts"  # the flight's scheduled departure: monitoring windo
 KEY_COLUMNS = ["request_id", "request_time", AS_OF, "model_name", "model_version", "carrier", "flight", "tailnum",
                "origin", "dest", "route", DEPARTURE, "flight_id"]
 PROBABILITY, PREDICTION = "probability", "prediction"  # the model's output, and the decision at its threshold
+ROLE, MODEL_MS, BASELINE_MS = "role", "model_ms", "baseline_ms"
+MAIN, CANARY, SHADOW = "main", "canary", "shadow"  # the values of `role`
+ROLLOUT_ROLES = (CANARY, SHADOW)
 
 
 def feature_ts_column(view: str) -> str:
@@ -53,7 +68,7 @@ def feature_age_column(view: str) -> str:
 
 
 FRESHNESS_COLUMNS = [c for v in VIEW_NAMES for c in (feature_ts_column(v), feature_age_column(v))]
-COLUMNS = KEY_COLUMNS + MODEL_FEATURES + [PROBABILITY, PREDICTION, "latency_ms"] + FRESHNESS_COLUMNS
+COLUMNS = KEY_COLUMNS + MODEL_FEATURES + [PROBABILITY, PREDICTION, "latency_ms", ROLE, MODEL_MS, BASELINE_MS] + FRESHNESS_COLUMNS
 
 
 def freshness(stamps: dict[str, datetime | None], as_of: datetime) -> dict[str, object]:
@@ -66,9 +81,11 @@ def freshness(stamps: dict[str, datetime | None], as_of: datetime) -> dict[str, 
     return out
 
 
-def version_url(version: str, store: storage.Storage | None = None) -> str:
-    """The folder of one model version's log files: `<storage>/inference/version=<v>`."""
-    return (store or storage.get()).url(INFERENCE_DIR, f"version={version}")
+def version_url(version: str, store: storage.Storage | None = None, role: str | None = None) -> str:
+    """The folder of one model version's log files: `<storage>/inference/version=<v>`; a rollout
+    role's rows (canary, shadow) are in its subfolder `role=<role>`."""
+    parts = [INFERENCE_DIR, f"version={version}"] + ([f"role={role}"] if role and role != MAIN else [])
+    return (store or storage.get()).url(*parts)
 
 
 def file_name(written_at: datetime) -> str:
@@ -84,11 +101,11 @@ def to_frame(rows: list[dict]) -> "pd.DataFrame":
     for col in ("request_time", AS_OF, "sched_dep_ts", *(feature_ts_column(v) for v in VIEW_NAMES)):
         df[col] = pd.to_datetime(df[col], utc=True).astype(_TS)
     for col in ("request_id", "model_name", "model_version", "carrier", "origin", "dest", "route", "flight_id",
-                "tailnum"):
+                "tailnum", ROLE):
         df[col] = df[col].astype("string")
     df["flight"] = df["flight"].astype("int64")
     df[PREDICTION] = df[PREDICTION].astype("int64")
-    for col in [*MODEL_FEATURES, PROBABILITY, "latency_ms", *(feature_age_column(v) for v in VIEW_NAMES)]:
+    for col in [*MODEL_FEATURES, PROBABILITY, "latency_ms", MODEL_MS, BASELINE_MS, *(feature_age_column(v) for v in VIEW_NAMES)]:
         df[col] = df[col].astype("float64")
     return df
 
@@ -125,14 +142,14 @@ class InferenceLog:
         return len(self._rows)
 
     def flush(self) -> int:
-        """Write everything buffered now, one file per model version. Returns the rows written."""
+        """Write everything buffered now, one file per model version and role. Returns the rows written."""
         with self._write_lock:
             with self._lock:
                 rows, self._rows = self._rows, []
             written, failed = 0, []
-            for version, part in _by_version(rows).items():
+            for (version, role), part in _by_version(rows).items():
                 try:
-                    self._write(version, part)
+                    self._write(version, role, part)
                     written += len(part)
                 except Exception:
                     log.exception("inference log: writing %d rows of version %s failed; kept for the next flush",
@@ -170,16 +187,16 @@ class InferenceLog:
                 self.flush()
                 last = time.monotonic()
 
-    def _write(self, version: str, rows: list[dict]) -> None:
-        url = f"{version_url(version, self.store)}/{file_name(datetime.now(timezone.utc))}"
+    def _write(self, version: str, role: str, rows: list[dict]) -> None:
+        url = f"{version_url(version, self.store, role)}/{file_name(datetime.now(timezone.utc))}"
         self.store.write_parquet(url, to_frame(rows))
         self.files_written += 1
         self.rows_written += len(rows)
         log.info("inference log: %d rows -> %s", len(rows), url)
 
 
-def _by_version(rows: list[dict]) -> dict[str, list[dict]]:
-    parts: dict[str, list[dict]] = {}
+def _by_version(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    parts: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
-        parts.setdefault(str(row["model_version"]), []).append(row)
+        parts.setdefault((str(row["model_version"]), row.get(ROLE) or MAIN), []).append(row)
     return parts

@@ -104,6 +104,45 @@ class Health(BaseModel):
     reason: str | None = Field(description="Why the server is not ready, when it is not")
     last_reload_error: str | None
     inference_log_pending: int
+    rollout: Literal["shadow", "canary"] | None = Field(
+        default=None, description="A candidate beside production: its mode (details at GET /admin/rollout)")
+    canary_version: str | None = Field(
+        default=None, description="The version answering the canary share (a shadow's version is never shown)")
+
+
+class CandidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=r"^[0-9]+$", description="The registered version to put beside production")
+    mode: Literal["shadow", "canary"] = Field(description="shadow: scores live requests, never answers; "
+                                                          "canary: answers its share of the flights")
+    share: float | None = Field(default=None, gt=0, le=1,
+                                description="Canary share of flights (default MLOPS_CANARY_SHARE)")
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=r"^[0-9]+$")
+
+
+class RolloutCountsInfo(BaseModel):
+    since: str
+    main_answered: int
+    canary_answered: int
+    canary_errors: int
+    shadow_scored: int
+    shadow_dropped: int
+    shadow_errors: int
+
+
+class RolloutState(BaseModel):
+    production_version: str | None
+    candidate_version: str | None
+    mode: Literal["shadow", "canary"] | None
+    share: float | None
+    counts: RolloutCountsInfo | None
+    shadow_pending: int
 
 
 class ReloadResult(BaseModel):

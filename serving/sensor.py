@@ -7,6 +7,9 @@ is held. The trigger itself enforces the deadline (`deploy_timeout_seconds`)
 and fires with `status: timeout` and the last version it saw, so the task fails
 with a reason the rollback can report. The deadline is a wall-clock time, so a
 triggerer restart does not extend it. Imported by the DAG file: no heavy imports.
+
+The rollout's sensor waits the same way, before the alias moves, until the shadow
+(or the canary) has logged enough rows or its time is up (`RolloutSensor`).
 """
 
 from __future__ import annotations
@@ -125,3 +128,78 @@ class ServerVersionSensor(BaseSensorOperator):
                   f"{self.deploy_timeout_seconds:.0f}s, expected version {event.get('version')}")
         context["ti"].xcom_push(key=FAILURE_KEY, value=reason)
         raise AirflowException(reason)
+
+
+# -- the rollout: waiting for enough shadow or canary rows ------------------------------------------
+class RolloutRowsTrigger(BaseTrigger):
+    """Fires when the candidate's `role` rows logged since `since_epoch` reach `min_rows`, or at `deadline`.
+
+    Counts from parquet footers (`serving.rollout.count_rows`), off the event loop.
+    """
+
+    def __init__(self, version: str, role: str, since_epoch: float, min_rows: int, deadline: float,
+                 poll_seconds: float = 5.0):
+        super().__init__()
+        self.version, self.role = str(version), role
+        self.since_epoch, self.min_rows = float(since_epoch), int(min_rows)
+        self.deadline, self.poll_seconds = float(deadline), float(poll_seconds)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return ("serving.sensor.RolloutRowsTrigger",
+                {"version": self.version, "role": self.role, "since_epoch": self.since_epoch,
+                 "min_rows": self.min_rows, "deadline": self.deadline, "poll_seconds": self.poll_seconds})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from serving.rollout import count_rows
+
+        started = time.time()
+        while True:
+            try:
+                rows = await asyncio.to_thread(count_rows, self.version, self.role, self.since_epoch)
+            except Exception as exc:  # storage hiccup: ask again next poll
+                self.log.warning("counting %s rows of %s failed: %s", self.role, self.version, exc)
+                rows = -1
+            if rows >= self.min_rows or time.time() >= self.deadline:
+                yield TriggerEvent({"status": "enough" if rows >= self.min_rows else "time", "rows": max(rows, 0),
+                                    "waited_seconds": time.time() - started})
+                return
+            await asyncio.sleep(self.poll_seconds)
+
+
+class RolloutSensor(BaseSensorOperator):
+    """Waits, in the triggerer, until a rollout stage has `plan["min_rows"]` rows or `plan["max_minutes"]` passed.
+
+    `plan` is the stage's start task output (an XComArg); a stage that was not staged
+    (direct rollout) returns at once. Time running out is not a failure: the judge then
+    decides on the rows there are.
+    """
+
+    template_fields = ("plan",)
+
+    def __init__(self, *, plan, poll_seconds: float = 5.0, max_minutes: float = 60.0, **kwargs):
+        kwargs.setdefault("timeout", max_minutes * 60 + 300)  # a net under the trigger's own deadline
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.poll_seconds = poll_seconds
+
+    def execute(self, context) -> dict | None:
+        plan = self.plan
+        if not plan.get("staged"):
+            return {"status": "not staged", "rows": 0, "waited_seconds": 0.0}
+        from serving.rollout import count_rows
+
+        rows = count_rows(plan["version"], plan["stage"], plan["since_epoch"])
+        if rows >= plan["min_rows"]:
+            return self.execute_complete(context, {"status": "enough", "rows": rows, "waited_seconds": 0.0})
+        self.defer(
+            trigger=RolloutRowsTrigger(plan["version"], plan["stage"], plan["since_epoch"], plan["min_rows"],
+                                       plan["since_epoch"] + plan["max_minutes"] * 60, self.poll_seconds),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict:
+        event = event or {}
+        self.log.info("%s of version %s: %s rows after %.0fs (%s)", self.plan.get("stage"), self.plan.get("version"),
+                      event.get("rows"), event.get("waited_seconds", 0), event.get("status"))
+        return event

@@ -7,21 +7,45 @@ in one assignment: the swap is atomic, and a version that fails to load is never
 swapped in. Reloads come from the admin endpoint and from a poll of the
 `production` alias every `model_poll_seconds` (the fallback when no one calls the
 endpoint). The same poll refreshes the Feast read plan.
+
+Rollout (`serving.rollout` judges it, the serving DAG drives it through the admin
+endpoints): a second slot holds a candidate version beside production, in one of
+two modes.
+- shadow: each request is answered by production as before; after the answer is
+  built, the request's model input is put on a bounded queue (`put_nowait`: when the
+  queue is full the rows are dropped and counted, a response never waits) and a
+  background thread scores the requests that arrived within
+  `SHADOW_LINGER_SECONDS` in one batch with the candidate, and with production beside
+  it for the latency judge, then logs the candidate's rows (`role=shadow`).
+  Nothing of the shadow reaches a response.
+- canary: the flights whose stable hash (`in_canary`) falls below the share are
+  answered by the candidate, the others by production; each answer names its
+  version. A candidate that raises is counted as an error and production answers.
+Promotion is the registry's: once `production` points at the candidate, a reload
+takes the candidate's loaded model (no second download) and empties the slot.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import sys
+import queue
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
 
+import numpy as np
+
 import model_registry
 import settings
 from features.compute import MODEL_FEATURES
 from serving.frame import flight_id, model_input
-from serving.inference_log import AS_OF, PREDICTION, PROBABILITY, InferenceLog, freshness
+from serving.inference_log import (
+    AS_OF, BASELINE_MS, CANARY, MAIN, MODEL_MS, PREDICTION, PROBABILITY, ROLE, SHADOW, InferenceLog, freshness,
+)
 from serving.model import LoadedModel, LoadFailed, load_version
 from serving.online import OnlineFeatures
 from serving.schemas import FlightRequest, Prediction, ReloadResult
@@ -29,10 +53,60 @@ from serving.schemas import FlightRequest, Prediction, ReloadResult
 log = logging.getLogger(__name__)
 
 RETRY_FAILED_SECONDS = 600.0
+SHADOW_LINGER_SECONDS = 0.1  # the shadow waits this long after a request to score the next ones with it
+SHADOW_MAX_BATCH = 256  # requests per shadow predict call
+SHADOW_SWITCH_INTERVAL = 0.001  # seconds: while a shadow scores, a request waits at most this for the GIL
 
 
 class NotReady(RuntimeError):
     """The server cannot answer predictions yet; the message says why (HTTP 503)."""
+
+
+class RolloutConflict(RuntimeError):
+    """A rollout request that does not fit the server's state (HTTP 409); nothing was changed."""
+
+
+MODES = (SHADOW, CANARY)
+
+
+def in_canary(flight: str, share: float) -> bool:
+    """True when the flight is in the canary share: a stable hash, so a flight always meets the same version."""
+    if share <= 0:
+        return False
+    bucket = int.from_bytes(hashlib.blake2b(flight.encode(), digest_size=8).digest(), "big") / 2.0 ** 64
+    return bucket < share
+
+
+@dataclasses.dataclass
+class RolloutCounts:
+    """What happened since the candidate entered its mode (a new mode starts new counts)."""
+
+    since: str = dataclasses.field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    main_answered: int = 0  # rows production answered
+    canary_answered: int = 0
+    canary_errors: int = 0  # canary rows the candidate failed on (production answered them)
+    shadow_scored: int = 0
+    shadow_dropped: int = 0  # rows not shadowed because the queue was full
+    shadow_errors: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    model: LoadedModel
+    mode: str  # shadow | canary
+    share: float  # of flights answered by the candidate in canary mode
+    counts: RolloutCounts
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShadowJob:
+    candidate: Candidate
+    requests: list
+    frame: object
+    stamps: list
+    as_of: list
+    received: datetime
+    answers: list
 
 
 class ModelService:
@@ -45,6 +119,10 @@ class ModelService:
         self.last_reload_error: str | None = None
         self.features_error: str | None = None
         self._failed: tuple[str, float] | None = None  # (version, monotonic time) of the last failed load
+        self.candidate: Candidate | None = None
+        self._default_switch_interval: float | None = None
+        self._shadow_queue: queue.Queue = queue.Queue(maxsize=max(1, cfg.shadow_queue_size))
+        self._shadow_thread: threading.Thread | None = None
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -52,6 +130,8 @@ class ModelService:
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         self.inference_log.start()
+        self._shadow_thread = threading.Thread(target=self._shadow_loop, name="shadow", daemon=True)
+        self._shadow_thread.start()
         self._poller = threading.Thread(target=self._poll_loop, name="model-poll", daemon=True)
         self._poller.start()
 
@@ -59,6 +139,10 @@ class ModelService:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=60)
+        if self._shadow_thread is not None:
+            self._shadow_queue.put(None)  # wakes the thread; the jobs before it are scored first
+            self._shadow_thread.join(timeout=60)
+        self._switch_interval(shadowing=False)
         self.inference_log.close()
 
     def _poll_loop(self) -> None:
@@ -96,6 +180,16 @@ class ModelService:
                 log.warning("%s has no production alias: unloading version %s", name, old_version)
                 self.model = None
                 return ReloadResult(model_name=name, version=None, previous_version=old_version, changed=True)
+            candidate = self.candidate
+            if candidate is not None and candidate.model.version == target:
+                # promoted: the candidate's loaded and checked model serves everything from now on
+                model = dataclasses.replace(candidate.model, alias=model_registry.PRODUCTION,
+                                            loaded_at=datetime.now(timezone.utc))
+                self.model, self.candidate = model, None
+                self._switch_interval(shadowing=False)
+                self.last_reload_error, self._failed = None, None
+                log.info("promoted candidate %s to production (was %s)", target, old_version)
+                return ReloadResult(model_name=name, version=target, previous_version=old_version, changed=True)
             try:
                 model = load_version(self.cfg.mlflow_tracking_uri, name, target)
             except LoadFailed as exc:
@@ -111,6 +205,135 @@ class ModelService:
         return self._failed is not None and self._failed[0] == version \
             and time.monotonic() - self._failed[1] < RETRY_FAILED_SECONDS
 
+    # -- rollout --------------------------------------------------------------------
+    def set_candidate(self, version: str, mode: str, share: float | None = None) -> dict:
+        """Load `version` beside production (or keep it, if it is the candidate already) in `mode`.
+
+        Raises RolloutConflict (nothing changed) when there is no production model or the
+        version is production's; LoadFailed when it cannot serve.
+        """
+        if mode not in MODES:
+            raise RolloutConflict(f"mode must be one of {MODES}, not {mode!r}")
+        share = self.cfg.canary_share if share is None else float(share)
+        if not 0.0 < share <= 1.0:
+            raise RolloutConflict(f"the canary share must be in (0, 1], not {share}")
+        with self._reload_lock:
+            production = self.model
+            if production is None:
+                raise RolloutConflict("no production model is loaded: a candidate needs one beside it")
+            if production.version == str(version):
+                raise RolloutConflict(f"version {version} is production already")
+            current = self.candidate
+            if current is not None and current.model.version == str(version):
+                model = current.model
+            else:
+                model = load_version(self.cfg.mlflow_tracking_uri, self.cfg.model_name, str(version),
+                                     alias=model_registry.CANDIDATE)
+            self.candidate = Candidate(model, mode, share, RolloutCounts())
+            self._switch_interval(shadowing=mode == SHADOW)
+            log.info("candidate %s in %s mode beside production %s (share %.3f)", version, mode,
+                     production.version, share)
+        return self.rollout_state()
+
+    def clear_candidate(self) -> dict:
+        """Empty the candidate slot: production answers everything again. Returns the state before."""
+        with self._reload_lock:
+            before = self.rollout_state()
+            self.candidate = None
+            self._switch_interval(shadowing=False)
+        if before["candidate_version"]:
+            log.warning("candidate %s removed (%s mode)", before["candidate_version"], before["mode"])
+        return before
+
+    def promote_candidate(self, version: str) -> ReloadResult:
+        """Serve the candidate to everyone; `production` must point at it already (the registry decides)."""
+        candidate = self.candidate
+        if candidate is None or candidate.model.version != str(version):
+            raise RolloutConflict(f"version {version} is not the candidate "
+                                  f"({candidate.model.version if candidate else 'there is none'})")
+        target = model_registry.production_version(self.cfg.mlflow_tracking_uri, self.cfg.model_name)
+        if target != str(version):
+            raise RolloutConflict(f"the production alias points to {target}, not {version}: move it first")
+        return self.reload()
+
+    def _switch_interval(self, shadowing: bool) -> None:
+        """While a shadow scores beside the requests, the interpreter hands the GIL over more often.
+
+        Python's default (5 ms) lets the shadow's thread keep a request waiting up to 5 ms
+        for the GIL; 1 ms bounds that wait. The process-wide value is restored when the
+        shadow goes.
+        """
+        if shadowing:
+            if self._default_switch_interval is None:
+                self._default_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(min(SHADOW_SWITCH_INTERVAL, self._default_switch_interval))
+        elif self._default_switch_interval is not None:
+            sys.setswitchinterval(self._default_switch_interval)
+            self._default_switch_interval = None
+
+    def rollout_state(self) -> dict:
+        candidate, production = self.candidate, self.model
+        counts = dataclasses.asdict(candidate.counts) if candidate else None
+        return {
+            "production_version": production.version if production else None,
+            "candidate_version": candidate.model.version if candidate else None,
+            "mode": candidate.mode if candidate else None,
+            "share": candidate.share if candidate and candidate.mode == CANARY else None,
+            "counts": counts, "shadow_pending": self._shadow_queue.qsize(),
+        }
+
+    def _shadow_loop(self) -> None:
+        # Not niced: a niced thread holding the GIL, descheduled on a busy machine, made every
+        # request wait for it (p99 x2.3 in bench/shadow_bench.py).
+        while True:
+            job = self._shadow_queue.get()
+            if job is None:
+                return
+            time.sleep(SHADOW_LINGER_SECONDS)  # the requests arriving meanwhile share one predict call
+            jobs, stopping = [job], False
+            while len(jobs) < SHADOW_MAX_BATCH:
+                try:
+                    more = self._shadow_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                jobs.append(more)
+            for same in _by_candidate(jobs):
+                try:
+                    self._score_shadow(same)
+                except Exception:  # a shadow must never take the server down
+                    same[0].candidate.counts.shadow_errors += sum(len(j.requests) for j in same)
+                    log.exception("shadow %s failed on %d requests", same[0].candidate.model.version, len(same))
+            if stopping:
+                return
+
+    def _score_shadow(self, jobs: list[_ShadowJob]) -> None:
+        """Score a batch of shadowed requests with the candidate, and with production beside it (for the
+        latency judge: both timed on the same rows, in the same thread, at the same moment)."""
+        import pandas as pd
+
+        candidate = jobs[0].candidate
+        frame = pd.DataFrame(np.vstack([j.frame.to_numpy() for j in jobs]), columns=MODEL_FEATURES)
+        production = self.model
+        baseline_ms = None
+        if production is not None:
+            started = time.perf_counter()
+            production.probabilities(frame)
+            baseline_ms = (time.perf_counter() - started) * 1000.0
+        started = time.perf_counter()
+        probabilities = iter(candidate.model.probabilities(frame))
+        model_ms = (time.perf_counter() - started) * 1000.0
+        for job in jobs:
+            answers = [_shadow_answer(candidate.model, a, float(next(probabilities))) for a in job.answers]
+            rows = _log_rows(candidate.model, job.requests, answers, job.frame.to_numpy().tolist(), job.stamps,
+                             job.as_of, job.received, model_ms, SHADOW, model_ms)
+            for row in rows:
+                row[BASELINE_MS] = baseline_ms
+            self.inference_log.append(rows)
+            candidate.counts.shadow_scored += len(answers)
+
     # -- predict --------------------------------------------------------------------
     def not_ready_reason(self) -> str | None:
         if self.model is None:
@@ -123,19 +346,70 @@ class ModelService:
     def predict(self, requests: list[FlightRequest]) -> tuple[LoadedModel, list[Prediction]]:
         """Predict for every request with one model; log each answer."""
         started, received = time.perf_counter(), datetime.now(timezone.utc)
-        model, online = self.model, self.online
+        model, online, candidate = self.model, self.online, self.candidate
         if model is None or online is None or not online.ready:
             raise NotReady(self.not_ready_reason() or "not ready")
         as_of = [r.as_of or received for r in requests]
         found = online.read([r.entity_row() for r in requests], as_of)
         frame = model_input(requests, found.values)
+        if candidate is not None and candidate.mode == CANARY:
+            return model, self._predict_canary(model, candidate, requests, frame, found, as_of, received, started)
+        model_started = time.perf_counter()
         probabilities = model.probabilities(frame)
+        model_ms = (time.perf_counter() - model_started) * 1000.0
         latency_ms = (time.perf_counter() - started) * 1000.0
         answers = [self._answer(model, r, float(p), u, stale)
                    for r, p, u, stale in zip(requests, probabilities, found.unknown, found.stale)]
         self.inference_log.append(_log_rows(model, requests, answers, frame.to_numpy().tolist(), found.stamps,
-                                            as_of, received, latency_ms))
+                                            as_of, received, latency_ms, MAIN, model_ms))
+        if candidate is not None and candidate.mode == SHADOW:
+            candidate.counts.main_answered += len(answers)
+            try:  # off the response path: never wait for the shadow
+                self._shadow_queue.put_nowait(_ShadowJob(candidate, requests, frame, found.stamps, as_of, received,
+                                                         answers))
+            except queue.Full:
+                candidate.counts.shadow_dropped += len(answers)
         return model, answers
+
+    def _predict_canary(self, model: LoadedModel, candidate: Candidate, requests: list[FlightRequest], frame,
+                        found, as_of: list[datetime], received: datetime, started: float) -> list[Prediction]:
+        """Each flight answered by the version its hash picks; the candidate failing falls back to production."""
+        ids = [flight_id(r.carrier, r.flight, r.origin, r.sched_dep_ts) for r in requests]
+        in_share = np.array([in_canary(i, candidate.share) for i in ids])
+        by = {}  # role -> (model, row positions, probabilities, model_ms)
+        groups = [(CANARY, candidate.model, np.flatnonzero(in_share)), (MAIN, model, np.flatnonzero(~in_share))]
+        for role, serving_model, rows in groups:
+            if not len(rows):
+                continue
+            part = frame if len(rows) == len(frame) else frame.iloc[rows].reset_index(drop=True)
+            model_started = time.perf_counter()
+            try:
+                probabilities = serving_model.probabilities(part)
+            except Exception:
+                if role != CANARY:
+                    raise
+                log.exception("canary %s failed on %d rows: production answers them", candidate.model.version,
+                              len(rows))
+                candidate.counts.canary_errors += len(rows)
+                role, serving_model, probabilities = MAIN, model, model.probabilities(part)
+            by.setdefault(role, []).append((serving_model, rows, probabilities,
+                                            (time.perf_counter() - model_started) * 1000.0))
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        answers: list = [None] * len(requests)
+        features = frame.to_numpy().tolist()
+        for role, parts in by.items():
+            for serving_model, rows, probabilities, model_ms in parts:
+                for i, p in zip(rows, probabilities):
+                    answers[i] = self._answer(serving_model, requests[i], float(p), found.unknown[i], found.stale[i])
+                self.inference_log.append(_log_rows(
+                    serving_model, [requests[i] for i in rows], [answers[i] for i in rows],
+                    [features[i] for i in rows], [found.stamps[i] for i in rows], [as_of[i] for i in rows],
+                    received, latency_ms, role, model_ms))
+                if role == CANARY:
+                    candidate.counts.canary_answered += len(rows)
+                else:
+                    candidate.counts.main_answered += len(rows)
+        return answers
 
     @staticmethod
     def _answer(model: LoadedModel, request: FlightRequest, probability: float, unknown: list[str],
@@ -150,9 +424,28 @@ class ModelService:
         )
 
 
+def _by_candidate(jobs: list[_ShadowJob]) -> list[list[_ShadowJob]]:
+    """Consecutive jobs of the same candidate (the slot may change while jobs wait)."""
+    groups: list[list[_ShadowJob]] = []
+    for job in jobs:
+        if groups and groups[-1][0].candidate is job.candidate:
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
+
+
+def _shadow_answer(model: LoadedModel, production_answer: Prediction, probability: float) -> Prediction:
+    """The shadow's prediction of a request production answered (same request and flight id); logged only."""
+    late = probability >= model.threshold
+    return production_answer.model_copy(update={
+        "probability": probability, "prediction": int(late), "decision": "late" if late else "on_time",
+        "threshold": model.threshold, "model_version": model.version})
+
+
 def _log_rows(model: LoadedModel, requests: list[FlightRequest], answers: list[Prediction],
               features: list[list[float]], stamps: list[dict], as_of: list[datetime], received: datetime,
-              latency_ms: float) -> list[dict]:
+              latency_ms: float, role: str = MAIN, model_ms: float | None = None) -> list[dict]:
     rows = []
     for request, answer, values, view_stamps, asked in zip(requests, answers, features, stamps, as_of):
         row = {
@@ -161,6 +454,7 @@ def _log_rows(model: LoadedModel, requests: list[FlightRequest], answers: list[P
             "tailnum": request.tailnum, "origin": request.origin, "dest": request.dest, "route": request.route,
             "sched_dep_ts": request.sched_dep_ts, "flight_id": answer.flight_id,
             PROBABILITY: answer.probability, PREDICTION: answer.prediction, "latency_ms": latency_ms,
+            ROLE: role, MODEL_MS: model_ms,
         }
         row.update(zip(MODEL_FEATURES, values))
         row.update(freshness(view_stamps, asked))

@@ -6,6 +6,11 @@ Order of a deployment, and what a failure at each step leaves behind:
    superseded); nothing to do when production already has it or a newer one;
 2. validate it with no traffic (`serving.validation`): on failure production is
    untouched and the run fails with the reason;
+2b. rollout on live traffic (`MLOPS_ROLLOUT=staged`, when a production version exists):
+   the server loads it beside production as a shadow, the DAG waits in the triggerer
+   for enough shadow rows or time, `serving.rollout` judges; then the same as a canary
+   answering its share of flights; a failure removes the candidate (production never
+   stopped serving everything else), tags the version and fails the run with the reason;
 3. promote: `production` -> the version, `previous` -> the old production, the
    deployment history tags (`serving.registry`) updated;
 4. reload the server and wait (deferrable sensor) until GET /version reports it;
@@ -78,6 +83,111 @@ def validate(version: str, cfg: settings.Settings | None = None) -> dict:
         raise ValidationFailed(f"{exc}. Production is unchanged. Measured: {exc.numbers}", exc.numbers) from exc
 
 
+# -- 2b. rollout on live traffic --------------------------------------------------------
+class RolloutFailed(RuntimeError):
+    """The candidate did worse than production on live traffic (or could not be judged); says why."""
+
+
+def start_stage(version: str, stage: str, previous: dict | None = None, cfg: settings.Settings | None = None) -> dict:
+    """Put `version` beside production on the server in `stage` (shadow | canary) mode, or say why not.
+
+    The rollout is direct (nothing to do) with `MLOPS_ROLLOUT=direct`, for a first
+    deployment (no production version to compare with) and for a canary whose shadow
+    was direct. Returns the stage's plan, which the waiting sensor and the judge read.
+    """
+    from serving.inference_log import SHADOW
+
+    cfg = cfg or settings.get()
+    uri, name = cfg.mlflow_tracking_uri, cfg.model_name
+    production = model_registry.production_version(uri, name)
+    plan = {"version": str(version), "stage": stage, "production_version": production, "staged": False}
+    if cfg.rollout not in ("staged", "direct"):
+        raise ValueError(f"MLOPS_ROLLOUT is {cfg.rollout!r}: staged or direct")
+    why = ("MLOPS_ROLLOUT=direct" if cfg.rollout == "direct" else
+           "first deployment: no production version to compare with" if production is None else
+           f"the shadow was not staged ({previous.get('why')})" if previous is not None and not previous["staged"]
+           else None)
+    if why:
+        log.info("%s of version %s skipped: %s", stage, version, why)
+        return {**plan, "why": why}
+    shadow = stage == SHADOW
+    started = model_registry.now_iso()
+    server = ServerClient(cfg.model_server_url)
+    try:
+        state = server.set_candidate(version, stage, None if shadow else cfg.canary_share)
+    finally:
+        server.close()
+    if shadow:
+        model_registry.point_alias(model_registry.client(uri), name, model_registry.CANDIDATE, version)
+    from datetime import datetime
+
+    plan.update(staged=True, why=f"{stage} beside production {production}", since=started,
+                since_epoch=datetime.fromisoformat(started).timestamp(), share=state.get("share"),
+                min_rows=cfg.shadow_min_rows if shadow else cfg.canary_min_rows,
+                max_minutes=cfg.shadow_max_minutes if shadow else cfg.canary_max_minutes)
+    log.info("version %s is in %s beside production %s", version, stage, production)
+    return plan
+
+
+def judge_stage(plan: dict, cfg: settings.Settings | None = None) -> dict:
+    """Judge the stage on the rows logged since it started; raises RolloutFailed with the reasons."""
+    from datetime import datetime
+
+    from serving import rollout
+
+    cfg = cfg or settings.get()
+    if not plan["staged"]:
+        return {**plan, "passed": True, "verdict": f"not judged: {plan['why']}"}
+    version, stage = plan["version"], plan["stage"]
+    server = ServerClient(cfg.model_server_url)
+    try:
+        state = server.rollout_state()
+    finally:
+        server.close()
+    if state["candidate_version"] != version or state["mode"] != stage:
+        raise RolloutFailed(f"the server's candidate is {state['candidate_version']} in {state['mode']} mode, "
+                            f"not {version} in {stage} (was it restarted?): the {stage} cannot be judged")
+    verdict = rollout.judge_from_log(stage, version, plan["production_version"],
+                                     datetime.fromisoformat(plan["since"]), state["counts"] or {}, cfg)
+    numbers = _finite(verdict.numbers)
+    log.info("%s: %s", verdict.summary(), numbers)
+    if not verdict.passed:
+        raise RolloutFailed(f"{verdict.summary()}. Measured: {numbers}")
+    return {**plan, "passed": True, "verdict": verdict.summary(), "numbers": numbers, "server_counts": state["counts"]}
+
+
+def abort_rollout(plan: dict, reason: str, cfg: settings.Settings | None = None) -> str:
+    """Remove the candidate from the server and the registry, tag why; production was never moved."""
+    cfg = cfg or settings.get()
+    uri, name, version = cfg.mlflow_tracking_uri, cfg.model_name, plan["version"]
+    server = ServerClient(cfg.model_server_url)
+    try:
+        removed = server.clear_candidate()
+    except Exception as exc:  # the server restarted (no candidate) or is down: it serves production either way
+        log.error("could not remove the candidate from the server: %s", exc)
+        removed = {"candidate_version": None}
+    finally:
+        server.close()
+    mlflow_client = model_registry.client(uri)
+    if model_registry.alias_version(uri, name, model_registry.CANDIDATE) == str(version):
+        model_registry.point_alias(mlflow_client, name, model_registry.CANDIDATE, None)
+    mlflow_client.set_model_version_tag(name, version, Tag.ROLLED_BACK_AT, model_registry.now_iso())
+    mlflow_client.set_model_version_tag(name, version, Tag.ROLLBACK_REASON, reason[:4000])
+    was = removed.get("mode") or "no"
+    return f"the candidate was removed from the server ({was} mode)"
+
+
+def _finite(value):
+    """The verdict's numbers as JSON without NaN (an XCom and an event extra)."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 # -- 3. promote -----------------------------------------------------------------------
 def promote(version: str, cfg: settings.Settings | None = None) -> dict:
     """Move `production` to `version` and `previous` to the old production. Idempotent."""
@@ -100,6 +210,8 @@ def promote(version: str, cfg: settings.Settings | None = None) -> dict:
             model_registry.point_alias(mlflow_client, name, model_registry.PREVIOUS, production)
             registry.mark_retired(mlflow_client, name, production, when)
         registry.mark_deployed(mlflow_client, name, version, when)
+        if model_registry.alias_version(uri, name, model_registry.CANDIDATE) == str(version):
+            model_registry.point_alias(mlflow_client, name, model_registry.CANDIDATE, None)
     except Exception:
         log.exception("promotion of %s failed half-way: restoring production=%s previous=%s",
                       version, production, prior_previous)
@@ -190,11 +302,15 @@ def _consistency(singles: list, batch) -> list[str]:
 
 
 # -- publish --------------------------------------------------------------------------
-def publish(promotion: dict, validation: dict, smoke: dict) -> datasets.DeployedModelExtra:
+def publish(promotion: dict, validation: dict, smoke: dict, verdicts: list[dict] | None = None,
+            ) -> datasets.DeployedModelExtra:
     """The `deployed_model` event extra of a finished deployment, checked against its type."""
+    staged = [v for v in verdicts or [] if v and v.get("staged")]
+    rollout = {v["stage"]: {k: v.get(k) for k in ("since", "share", "verdict", "numbers", "server_counts")}
+               for v in staged} or None
     return datasets.check_extra(datasets.deployed_model, datasets.deployed_model_extra(
         model_name=promotion["model_name"], version=promotion["version"],
-        previous_version=promotion["previous_version"], validation=validation, smoke=smoke,
+        previous_version=promotion["previous_version"], validation=validation, smoke=smoke, rollout=rollout,
     ))
 
 
@@ -222,12 +338,13 @@ def rollback(promotion: dict, reason: str, cfg: settings.Settings | None = None)
     return {"rolled_back_version": str(version), "production": previous, "server": _server_follows(previous, cfg)}
 
 
-def rollback_failed_run(ti, promote_task_id: str) -> str:
-    """The serving DAG's rollback step: undo the alias move, if there was one.
+def rollback_failed_run(ti, promote_task_id: str, rollout_task_ids: list[str] | tuple = ()) -> str:
+    """The serving DAG's rollback step: undo the alias move, if there was one, or end the rollout.
 
     The steps come from the DAG itself: the alias moves in `promote_task_id`; the
-    steps after it are the rollback's other upstream tasks. Returns the message the
-    run must fail with, naming the failed steps' reasons.
+    steps after it are the rollback's other upstream tasks. `rollout_task_ids` are the
+    tasks that put the candidate on the server (their plans say whether they did).
+    Returns the message the run must fail with, naming the failed steps' reasons.
     """
     dag = ti.task.dag
     order = [t.task_id for t in dag.topological_sort()]
@@ -237,6 +354,11 @@ def rollback_failed_run(ti, promote_task_id: str) -> str:
     promotion = ti.xcom_pull(task_ids=promote_task_id)
     if not promotion:
         reasons = recorded_reasons(ti, [t for t in order if t in before])
+        plans = [p for t in rollout_task_ids if (p := ti.xcom_pull(task_ids=t)) and p.get("staged")]
+        if plans:
+            removed = abort_rollout(plans[-1], reasons)
+            return (f"version {plans[-1]['version']} was rolled back from its {plans[-1]['stage']}: production "
+                    f"{plans[-1]['production_version']} serves all traffic, {removed}. Reason: {reasons}")
         return f"nothing to roll back, production is unchanged. {reasons}"
     reason = recorded_reasons(ti, [t for t in order if t in after])
     outcome = rollback(promotion, reason)

@@ -132,7 +132,7 @@ def validate(name: str, version: str, cfg: settings.Settings | None = None) -> d
     if missing:
         raise ValidationFailed(f"version {version} lacks the version tags {missing}")
     try:
-        model = load_version(cfg.mlflow_tracking_uri, name, version, alias="candidate")
+        model = load_version(cfg.mlflow_tracking_uri, name, version, alias=model_registry.CANDIDATE)
     except LoadFailed as exc:
         raise ValidationFailed(str(exc)) from exc
     frame, labels = holdout(tags[test_start], tags[test_end], tags.get(Tag.DATA_AS_OF))

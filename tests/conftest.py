@@ -142,6 +142,11 @@ def profile_env(profile: str, home: Path) -> dict[str, str]:
         "MLOPS_GATE_MARGIN": "0.02",
         # Three replayed days cannot close a 7-day monitoring window: the loop's windows span 2 days.
         "MLOPS_MONITOR_WINDOW_DAYS": "2",
+        # The drift-triggered redeployment comes after the replay's last request: with no live traffic a
+        # staged rollout (shadow, canary) would wait out its time and roll back for want of evidence.
+        # tests/serving/test_rollout_dag.py runs the staged rollout with traffic; ops/demo.py would have to
+        # keep traffic flowing during the redeployment for the loop to run it.
+        "MLOPS_ROLLOUT": "direct",
     }
     if profile in ("prod", "celery"):
         prefix = f"mlops_test_{os.getpid()}_{home.name[-6:].lower()}_"

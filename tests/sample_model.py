@@ -57,6 +57,22 @@ def fit(data: Split, max_iter: int = 60, seed: int = 0):
     return model.fit(data.train[MODEL_FEATURES], data.train[LABEL])
 
 
+def fit_skewed(data: Split, keep_late: float = 0.1, max_iter: int = 40, seed: int = 0):
+    """A model trained on a skewed sample: only `keep_late` of the late flights kept.
+
+    Its ranking is about as good as the others' (so its test ROC AUC matches what is
+    logged and offline validation passes), but its probabilities are far lower: at the
+    contract's decision threshold it calls almost every flight on time. Live traffic
+    shows it (decisions disagree with production's, scores shifted, F1 on labels worse).
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    late = data.train[data.train[LABEL] == 1].sample(frac=keep_late, random_state=seed)
+    train = pd.concat([data.train[data.train[LABEL] == 0], late])
+    model = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=0.1, random_state=seed)
+    return model.fit(train[MODEL_FEATURES], train[LABEL])
+
+
 def register(estimator, data: Split, name: str, tracking_uri: str, *, threshold: float = 0.3,
              alias: str | None = model_registry.CHALLENGER, metric_offset: float = 0.0,
              pyfunc_predict_fn: str = "predict", logged_metrics: dict | None = None) -> str:

@@ -144,5 +144,8 @@ def test_every_task_of_every_dag_alerts_on_failure(dagbag):
 def test_the_serving_dag_has_a_deadline_that_alerts(dagbag):
     deadline = dagbag.dags["serving"].deadline
     alert = deadline[0] if isinstance(deadline, list) else deadline
-    assert alert.interval.total_seconds() == settings.get().deploy_deadline_minutes * 60
+    cfg = settings.get()
+    # a staged rollout may wait for its shadow and canary on top of the deployment
+    rollout = cfg.shadow_max_minutes + cfg.canary_max_minutes if cfg.rollout == "staged" else 0
+    assert alert.interval.total_seconds() == (cfg.deploy_deadline_minutes + rollout) * 60
     assert "alerts.deadline_missed" in str(alert.callback.path if hasattr(alert.callback, "path") else alert.callback)

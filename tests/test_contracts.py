@@ -26,7 +26,8 @@ PRODUCT = sorted([*REPO.glob("*.py"), *(p for d in ("features", "training", "ser
 
 # contract: (its names, the module that owns them)
 CONTRACTS = {
-    "registry aliases": ({model_registry.PRODUCTION, model_registry.PREVIOUS, model_registry.CHALLENGER},
+    "registry aliases": ({model_registry.PRODUCTION, model_registry.PREVIOUS, model_registry.CHALLENGER,
+                          model_registry.CANDIDATE},
                          "model_registry.py"),
     "quality metrics": (set(metrics.METRICS), "training/metrics.py"),
     "feature names": ((set(names.MODEL_FEATURES) - set(names.REQUEST_FEATURES)) | {names.FEATURE_SERVICE},

@@ -23,12 +23,15 @@ def split(feature_data):
 
 @pytest.fixture(scope="session")
 def estimators(split) -> dict:
-    """Two different good models (their probabilities differ) and one with the wrong feature count."""
+    """Two different good models (their probabilities differ), one trained on a skewed sample (passes offline
+    validation, worse on live traffic) and one with the wrong feature count."""
     import sample_model
 
     return {
         "good": sample_model.fit(split, max_iter=40, seed=0),
         "other": sample_model.fit(split, max_iter=15, seed=1),
+        "skewed": sample_model.fit_skewed(split),
+        "retrained": sample_model.fit(split, max_iter=40, seed=1),  # like "good", another early-stopping split
         "wrong_features": sample_model.wrong_feature_count(split),
     }
 
@@ -57,7 +60,7 @@ def serving_env(monkeypatch, tmp_path, mlflow_server):
 def register(mlflow_server, split, estimators):
     """register(name, kind="good", **options) -> version: log one version of `name` per the model contract.
 
-    Kinds: "good", "other" (a second good model), "wrong_features" (loads, cannot
+    Kinds: "good", "other" (a second good model), "retrained" (close to "good"), "skewed" (`sample_model.fit_skewed`), "wrong_features" (loads, cannot
     predict on the model frame), "raising_pyfunc" (no sklearn flavour).
     """
     import sample_model

@@ -29,9 +29,16 @@ def test_the_dag_is_wired_as_the_contract_says(airflow_db):
     assert [o.name for o in dag.get_task("publish").outlets] == ["deployed_model"]
     rollback = dag.get_task("rollback")
     assert rollback.trigger_rule == "one_failed"
-    assert rollback.upstream_task_ids == {"promote", "reload_server", "wait_for_server", "smoke_test", "publish"}
+    rollout = {"start_shadow", "wait_for_shadow", "judge_shadow", "start_canary", "wait_for_canary", "judge_canary"}
+    assert rollback.upstream_task_ids == rollout | {"promote", "reload_server", "wait_for_server", "smoke_test",
+                                                    "publish"}
     assert dag.get_task("wait_for_server").__class__.__name__ == "ServerVersionSensor"
-    assert dag.get_task("validate").downstream_task_ids == {"promote", "publish"}
+    assert dag.get_task("validate").downstream_task_ids == {"start_shadow", "promote", "publish"}
+    # live traffic judges the version before the alias moves: shadow, then canary, then promote
+    assert dag.get_task("wait_for_shadow").__class__.__name__ == "RolloutSensor"
+    assert dag.get_task("start_shadow").downstream_task_ids == {"wait_for_shadow", "judge_shadow", "rollback"}
+    assert dag.get_task("judge_shadow").downstream_task_ids == {"start_canary", "publish", "rollback"}
+    assert dag.get_task("judge_canary").downstream_task_ids == {"promote", "publish", "rollback"}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +54,9 @@ def stack(airflow_db, serving_env, versions, mlflow_server):
     mlflow_client = model_registry.client(mlflow_server)
     model_registry.point_alias(mlflow_client, versions["name"], model_registry.PREVIOUS, None)
     model_registry.point_alias(mlflow_client, versions["name"], model_registry.PRODUCTION, versions["v1"])
+    # These runs test the deployment itself (MLOPS_ROLLOUT=direct); test_rollout_dag.py runs the staged rollout.
     cfg = serving_env(versions["name"], MLOPS_MODEL_SERVER_URL=f"http://127.0.0.1:{free_port()}",
-                      MLOPS_DEPLOY_TIMEOUT_SECONDS="30")
+                      MLOPS_DEPLOY_TIMEOUT_SECONDS="30", MLOPS_ROLLOUT="direct")
     with LiveServer(int(cfg.model_server_url.rsplit(":", 1)[1])):
         yield cfg
 

@@ -1,0 +1,163 @@
+"""The live judge (`serving.rollout`) on plain frames of served rows, from real models on real flights."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.compute import LABEL, MODEL_FEATURES
+from serving import rollout
+from serving.inference_log import MAIN, MODEL_MS, PREDICTION, PROBABILITY, SHADOW
+from serving.service import in_canary
+
+THRESHOLD = 0.3
+
+
+@pytest.fixture
+def cfg(serving_env):
+    return serving_env("judge")
+
+
+def served(estimator, test: pd.DataFrame, version: str, model_ms: float = 1.5, labels: bool = True) -> pd.DataFrame:
+    """What the log holds for `test`'s flights answered by `estimator` (request ids are the row numbers)."""
+    p = estimator.predict_proba(test[MODEL_FEATURES])[:, 1]
+    rng = np.random.default_rng(0)
+    out = pd.DataFrame({
+        "request_id": [f"r{i}" for i in range(len(test))], "flight_id": [f"F{i}-EWR" for i in range(len(test))],
+        "model_version": version, PROBABILITY: p, PREDICTION: (p >= THRESHOLD).astype("int64"),
+        MODEL_MS: model_ms * rng.uniform(0.8, 1.2, len(test)), "latency_ms": 2 + model_ms * rng.uniform(0.8, 1.2, len(test)),
+    })
+    if labels:
+        out[LABEL] = test[LABEL].to_numpy().astype("float64")
+    return out
+
+
+@pytest.fixture(scope="module")
+def retrained(estimators):
+    """Another good model, as a retraining gives: same recipe, another early-stopping split."""
+    return estimators["retrained"]
+
+
+def shadow_counts(rows: int, errors: int = 0, dropped: int = 0) -> dict:
+    return {"shadow_scored": rows, "shadow_errors": errors, "shadow_dropped": dropped}
+
+
+def test_psi_is_small_for_the_same_distribution_and_large_for_a_shift():
+    rng = np.random.default_rng(1)
+    a, b = rng.beta(2, 5, 5000), rng.beta(2, 5, 5000)
+    assert rollout.psi(a, b) < 0.02
+    assert rollout.psi(a, a * 0.3) > 0.5
+
+
+def test_a_retrained_good_model_passes_the_shadow(split, estimators, retrained, cfg):
+    production = served(estimators["good"], split.test, "1")
+    shadow = served(retrained, split.test, "2")
+    verdict = rollout.judge_shadow("2", shadow, production, shadow_counts(len(shadow)), cfg)
+    assert verdict.passed, verdict.as_dict()
+    assert verdict.numbers["rows"] == len(split.test) and isinstance(verdict.numbers["quality"], dict)
+
+
+def test_the_model_trained_on_a_skewed_sample_fails_the_shadow_with_its_reasons(split, estimators, cfg):
+    production = served(estimators["good"], split.test, "1")
+    shadow = served(estimators["skewed"], split.test, "3")
+    verdict = rollout.judge_shadow("3", shadow, production, shadow_counts(len(shadow)), cfg)
+    assert not verdict.passed
+    text = verdict.summary()
+    assert "f1 on labelled live rows" in text, text
+    assert verdict.numbers["mean_score_shift"] < -0.05
+    # before its labels arrive, its differences from production fail it
+    unlabelled = rollout.judge_shadow("3", shadow.drop(columns=[LABEL]), production.drop(columns=[LABEL]),
+                                      shadow_counts(len(shadow)), cfg)
+    assert not unlabelled.passed
+    assert "decisions agree" in unlabelled.summary() and "score PSI" in unlabelled.summary()
+    # and yet its ranking is fine: offline validation (ROC AUC against what was logged) would not catch it
+    quality = verdict.numbers["quality"]["roc_auc"]
+    assert quality["improvement"] > -0.05, quality
+
+
+def test_no_shadowed_request_fails_for_want_of_evidence(cfg):
+    empty = pd.DataFrame(columns=["request_id", PROBABILITY, PREDICTION, MODEL_MS])
+    verdict = rollout.judge_shadow("2", empty, empty, shadow_counts(0), cfg)
+    assert not verdict.passed and "no live request was shadowed" in verdict.summary()
+
+
+def test_errors_and_a_slow_shadow_fail_and_few_labels_are_not_judged(split, estimators, cfg):
+    test = split.test.iloc[:50]
+    production = served(estimators["good"], test, "1", model_ms=1.5, labels=False)
+    slow = served(estimators["good"], test, "2", model_ms=6.0, labels=False)
+    verdict = rollout.judge_shadow("2", slow, production, shadow_counts(50, errors=5), cfg)
+    text = verdict.summary()
+    assert not verdict.passed and "error rate 0.0909" in text and "median model latency" in text, text
+    assert "quality" not in verdict.numbers  # no labels at all
+
+    labelled = served(estimators["good"], test, "1")
+    verdict = rollout.judge_shadow("2", served(estimators["good"], test, "2"), labelled, shadow_counts(50), cfg)
+    assert verdict.passed and verdict.numbers["quality"].startswith("not judged: 50 labelled rows < 500")
+
+
+def test_a_different_model_fails_without_labels_and_passes_when_labels_show_it_is_not_worse(split, estimators,
+                                                                                           cfg):
+    """"other" scores on another scale (PSI above 2 against "good") while ranking about as well."""
+    production = served(estimators["good"], split.test, "1")
+    shadow = served(estimators["other"], split.test, "2")
+    blind = rollout.judge_shadow("2", shadow.drop(columns=[LABEL]), production.drop(columns=[LABEL]),
+                                 shadow_counts(len(shadow)), cfg)
+    assert not blind.passed and "score PSI" in blind.summary()
+    labelled = rollout.judge_shadow("2", shadow, production, shadow_counts(len(shadow)), cfg)
+    assert labelled.passed, labelled.as_dict()
+    assert any("score PSI" in note for note in labelled.numbers["notes"])
+
+
+def test_rows_dropped_by_the_server_are_reported_not_failed(split, estimators, cfg):
+    production = served(estimators["good"], split.test.iloc[:500], "1")
+    shadow = production.iloc[:300].assign(model_version="2")
+    verdict = rollout.judge_shadow("2", shadow, production, shadow_counts(300, dropped=200), cfg)
+    assert verdict.passed and verdict.numbers["dropped"] == 200 and verdict.numbers["rows"] == 300
+
+
+def canary_split(production_model, candidate_model, test: pd.DataFrame, share: float = 0.3):
+    main, cand = served(production_model, test, "1"), served(candidate_model, test, "2")
+    picked = np.array([in_canary(f, share) for f in main["flight_id"]])
+    return cand[picked].reset_index(drop=True), main[~picked].reset_index(drop=True)
+
+
+def test_the_canary_passes_a_good_model_and_fails_the_skewed_one(split, estimators, retrained, cfg):
+    canary, production = canary_split(estimators["good"], retrained, split.test)
+    good = rollout.judge_canary("2", canary, production, {"canary_errors": 0}, cfg)
+    assert good.passed, good.as_dict()
+
+    canary, production = canary_split(estimators["good"], estimators["skewed"], split.test)
+    bad = rollout.judge_canary("3", canary, production, {"canary_errors": 0}, cfg)
+    assert not bad.passed and "f1 on labelled live rows" in bad.summary()
+    assert any("score PSI" in note for note in bad.numbers["notes"])
+
+    erring = rollout.judge_canary("2", canary, production, {"canary_errors": len(canary)}, cfg)
+    assert "error rate 0.5000" in erring.summary()
+    nothing = rollout.judge_canary("2", canary.iloc[0:0], production, {}, cfg)
+    assert not nothing.passed and "no live traffic" in nothing.summary()
+
+
+def test_rows_are_read_back_from_the_log_by_role_and_time(cfg):
+    from serving.inference_log import InferenceLog
+
+    now = datetime.now(timezone.utc)
+
+    def row(i: int, version: str, role: str, when: datetime) -> dict:
+        return {"request_id": f"r{i}", "request_time": when, "as_of": when, "model_name": "judge",
+                "model_version": version, "carrier": "UA", "flight": 1, "tailnum": "N1", "origin": "EWR",
+                "dest": "IAH", "route": "EWR-IAH", "sched_dep_ts": when, "flight_id": f"UA1-{i}",
+                PROBABILITY: 0.2, PREDICTION: 0, "latency_ms": 2.0, "role": role, MODEL_MS: 1.0,
+                **{f: 1.0 for f in MODEL_FEATURES}}
+
+    log = InferenceLog(flush_rows=10_000, flush_seconds=3600)
+    log.append([row(i, "1", MAIN, now) for i in range(5)] + [row(i, "2", SHADOW, now) for i in range(5)]
+               + [row(9, "2", SHADOW, now - timedelta(hours=2))])
+    log.flush()
+    assert len(rollout.read_rows("2", SHADOW, since=now - timedelta(minutes=1))) == 5
+    assert len(rollout.read_rows("2", SHADOW)) == 6
+    assert rollout.read_rows("2").empty and len(rollout.read_rows("1")) == 5
+    assert rollout.count_rows("2", SHADOW, since_epoch=now.timestamp() - 60) == 6  # by file time
+    assert rollout.count_rows("2", SHADOW, since_epoch=now.timestamp() + 3600) == 0
