@@ -136,13 +136,31 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
 
 
+def last_gate_explanation(cfg: settings.Settings) -> str | None:
+    """The newest gate decision in words (training tags the challenger's run with it)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
+    found = client.get_experiment_by_name(cfg.mlflow_experiment)
+    if found is None:
+        return None
+    runs = client.search_runs([found.experiment_id], "tags.challenger = 'true'", order_by=["start_time DESC"],
+                              max_results=1)
+    return runs[0].data.tags.get("gate_explanation") if runs else None
+
+
 def follow_deployment(f: Follower, reg_after: int, dep_after: int, since: str, why: str) -> dict | None:
     registered = f.training_outcome(reg_after, since, timeout=300)
     if registered is None:
         say("registered_model", f"gate held ({why}): production keeps its version")
+        explanation = last_gate_explanation(f.cfg)
+        if explanation:
+            say("gate", explanation)
         return None
     r = registered["extra"]
     say("registered_model", describe_registered(r))
+    if r.get("champion_version"):
+        say("gate", last_gate_explanation(f.cfg) or "")
     deployed = f.wait("deployed_model", dep_after, 240, "serving",
                       predicate=lambda e: str(e["extra"]["version"]) == str(r["version"]))
     say("deployed_model", describe_deployed(deployed["extra"]))

@@ -247,8 +247,10 @@ def _fit_and_log(family: str, dataset_summary: dict, trigger: dict, mlflow_clien
 
 
 # -- the gate ---------------------------------------------------------------------------------
-def champion_scores(mlflow_client, name: str, dataset_summary: dict) -> tuple[str | None, dict | None]:
-    """(version, test-part metrics at its own threshold) of the `production` version, or (None, None)."""
+def champion_scores(mlflow_client, name: str, dataset_summary: dict, probabilities_out: dict | None = None
+                    ) -> tuple[str | None, dict | None]:
+    """(version, test-part metrics at its own threshold) of the `production` version, or (None, None).
+    `probabilities_out`, when given, receives the champion's test probabilities under "champion"."""
     from threadpoolctl import threadpool_limits
 
     from training import metrics, registry
@@ -266,7 +268,31 @@ def champion_scores(mlflow_client, name: str, dataset_summary: dict) -> tuple[st
     threshold = float(current.tags.get(Tag.DECISION_THRESHOLD, 0.5))
     with threadpool_limits(limits=1):
         probabilities = model.predict_proba(x_test)[:, 1]
+    if probabilities_out is not None:
+        probabilities_out["champion"] = probabilities
     return str(current.version), metrics.scores(y_test, probabilities, threshold)
+
+
+def challenger_interval(challenger: dict, champion_probabilities, dataset_summary: dict, metric: str):
+    """(paired interval of the challenger's improvement, the holdout in words), or (None, None)."""
+    import mlflow.sklearn
+    from threadpoolctl import threadpool_limits
+
+    if champion_probabilities is None:
+        return None, None
+    x_test, y_test, rows = _parts(dataset_summary)[splitting.TEST]
+    try:
+        model = mlflow.sklearn.load_model(challenger["model_uri"])
+        with threadpool_limits(limits=1):
+            probabilities = model.predict_proba(x_test)[:, 1]
+    except Exception as exc:  # the decision stands without it; say why it is missing
+        log.warning("no interval for the gate: the challenger's model could not be scored again: %s", exc)
+        return None, None
+    times = rows["event_timestamp"]
+    days = (times.max() - times.min()).total_seconds() / 86400
+    holdout = (f"{len(y_test)} flights departing {times.min():%Y-%m-%d %H:%M}..{times.max():%Y-%m-%d %H:%M} "
+               f"({days:.1f} days)")
+    return gate_rules.paired_interval(y_test, probabilities, champion_probabilities, metric), holdout
 
 
 def gate(candidate_summaries: list[dict], dataset_summary: dict, trigger: dict) -> dict:
@@ -276,10 +302,13 @@ def gate(candidate_summaries: list[dict], dataset_summary: dict, trigger: dict) 
     cfg = settings.get()
     mlflow_client = tracking.client(cfg)
     challenger = gate_rules.best_candidate(candidate_summaries, cfg.gate_metric)
-    champion_version, champion_metrics = champion_scores(mlflow_client, cfg.model_name, dataset_summary)
+    outputs: dict = {}
+    champion_version, champion_metrics = champion_scores(mlflow_client, cfg.model_name, dataset_summary, outputs)
+    interval, holdout = challenger_interval(challenger, outputs.get("champion"), dataset_summary, cfg.gate_metric)
     decision = gate_rules.decide(
         challenger["test"], champion_metrics, cfg.gate_metric, cfg.gate_margin,
         gate_rules.drift_concerns_champion(trigger["drift_report_events"], champion_version),
+        interval=interval, holdout=holdout,
     )
     decision.update(
         model_name=cfg.model_name,

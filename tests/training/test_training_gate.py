@@ -72,3 +72,39 @@ def test_the_challenger_is_chosen_on_validation_not_on_the_test():
     assert best_candidate([a, b], "roc_auc")["family"] == "b"
     assert best_candidate([b, a], "roc_auc")["family"] == "b"
     assert best_candidate([a, b], "log_loss")["family"] == "a"  # tie on log loss: the first stays
+
+
+def _outputs(n: int, separation: float, seed: int):
+    """Labels and two models' probabilities: the first separates the classes by `separation` more."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    base = rng.normal(0, 1, n) + y * 0.8
+    better = base + y * separation + rng.normal(0, 0.3, n)
+    worse = base + rng.normal(0, 0.3, n)
+    squash = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    return y, squash(better), squash(worse)
+
+
+def test_a_small_holdout_says_the_difference_is_within_noise_and_a_big_one_says_who_is_better():
+    y, a, b = _outputs(300, 0.05, seed=1)
+    small = gate.paired_interval(y, a, b, "roc_auc")
+    assert small[0] < 0 < small[1]
+    d = gate.decide(m(0.701), m(0.705), "roc_auc", MARGIN, interval=small, holdout="300 flights (2.5 days)")
+    assert d["rule"] == gate.CHAMPION_HOLDS and d["within_noise"] is True
+    line = gate.explain(d)
+    assert "interval of the improvement" in line and "within the holdout's noise" in line
+    assert "300 flights (2.5 days)" in line
+
+    y, a, b = _outputs(5_000, 0.8, seed=2)
+    lo, hi = gate.paired_interval(y, a, b, "roc_auc")
+    assert 0 < lo < hi
+    d = gate.decide(m(0.76), m(0.72), "roc_auc", MARGIN, interval=(lo, hi))
+    assert d["within_noise"] is False and "within the holdout's noise" not in gate.explain(d)
+
+
+def test_log_loss_intervals_point_the_right_way():
+    y, a, b = _outputs(5_000, 0.8, seed=3)
+    lo, hi = gate.paired_interval(y, a, b, "log_loss")
+    assert 0 < lo < hi  # the better model's lower log loss is a positive improvement
