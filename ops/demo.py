@@ -110,6 +110,17 @@ def describe_deployed(x: dict) -> str:
     return f"v{x['version']} serving ({previous})"
 
 
+def describe_rollout(x: dict) -> list[str]:
+    """One line per rollout stage the new version went through on live traffic, with its numbers."""
+    lines = []
+    for stage, r in (x.get("rollout") or {}).items():
+        numbers = r.get("numbers") or {}
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items()
+                          if not isinstance(v, (dict, list)))
+        lines.append(f"{stage}: {r.get('verdict')}; {shown}")
+    return lines
+
+
 def describe_drift(x: dict) -> str:
     w = x["window"]
     return (f"v{x['model_version']}, {w['rows']} flights departing {(w['departures_from'] or '')[:16]}.."
@@ -161,8 +172,11 @@ def follow_deployment(f: Follower, reg_after: int, dep_after: int, since: str, w
     say("registered_model", describe_registered(r))
     if r.get("champion_version"):
         say("gate", last_gate_explanation(f.cfg) or "")
-    deployed = f.wait("deployed_model", dep_after, 240, "serving",
+    # A staged rollout waits for live traffic: shadow, then canary (MLOPS_SHADOW_*, MLOPS_CANARY_*).
+    deployed = f.wait("deployed_model", dep_after, 480, "serving",
                       predicate=lambda e: str(e["extra"]["version"]) == str(r["version"]))
+    for line in describe_rollout(deployed["extra"]):
+        say("rollout", line)
     say("deployed_model", describe_deployed(deployed["extra"]))
     return deployed
 
@@ -181,6 +195,38 @@ def served_rows_labelled(cfg: settings.Settings, played: replay.ReplayResult) ->
     rows = rows[(as_of >= pd.Timestamp(played.start)) & (as_of < pd.Timestamp(played.end))]
     rows = inference.attach_labels(rows)
     return len(rows), int(rows[LABEL].notna().sum())
+
+
+class Continuation:
+    """The replay's next days in a thread, until `finish` (no drain: it stops at the next push)."""
+
+    def __init__(self, args):
+        import io
+        import threading
+
+        self.args, self.stop, self.result, self.out = args, threading.Event(), None, io.StringIO()
+        self.thread = threading.Thread(target=self._run, name="replay-continuation", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.result = replay.run(self.args.replay_month, days=31, speed=self.args.speed, warmup_hours=0,
+                                     share=self.args.share, from_day=self.args.days, stop=self.stop,
+                                     stream=self.out)
+        except BaseException as exc:  # the demo goes on; the line says what happened
+            self.result = exc
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        r = self.result
+        if isinstance(r, replay.ReplayResult):
+            say("replay", f"live traffic went on to {r.end[:16]}: {r.answered} more answered, "
+                          f"{sum(r.errors.values())} errors")
+        elif r is not None:
+            say("replay", f"the continued traffic stopped: {r!r}")
 
 
 def run(args) -> dict:
@@ -221,10 +267,17 @@ def run(args) -> dict:
                   f"p99 {played.p99_ms:.1f} ms"
                   + (f"; stale: {', '.join(f'{v} {n}' for v, n in played.stale_views.items())}"
                      if played.stale_views else ""))
-    drift = f.wait("drift_report", marks["drift_report"], 300, "monitoring")
-    x = drift["extra"]
-    say("drift_report", describe_drift(x))
-    follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "drift")
+    # Live traffic goes on while monitoring, training and serving work: a staged rollout judges the
+    # new version on it (shadow, then canary). It stops once the redeployment's outcome is known.
+    more = Continuation(args)
+    more.start()
+    try:
+        drift = f.wait("drift_report", marks["drift_report"], 300, "monitoring")
+        x = drift["extra"]
+        say("drift_report", describe_drift(x))
+        follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "drift")
+    finally:
+        more.finish()
     served, labelled = served_rows_labelled(cfg, played)
 
     latest = f.client.asset_events("deployed_model")

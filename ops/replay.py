@@ -312,8 +312,9 @@ class ReplayResult:
 
 async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestamp, url: str, speed: float,
                  warmup: pd.Timedelta, concurrency: int = 8, limit: int | None = None, timeout: float = 10.0,
-                 store=None, stream=None, share: float = 1.0) -> ReplayResult:
-    """Walk the clock from `start - warmup` until every requested flight's outcome is delivered."""
+                 store=None, stream=None, share: float = 1.0, stop=None) -> ReplayResult:
+    """Walk the clock from `start - warmup` until every requested flight's outcome is delivered,
+    or until `stop` (a `threading.Event`) is set: then it ends at the next push, without the drain."""
     import httpx
 
     from serving.client import flight_table_body
@@ -352,6 +353,9 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
                 feeds.at(point)
                 t_real0 = time.monotonic()  # the paced window starts after the warm-up
                 continue
+            if stop is not None and stop.is_set():
+                end = min(end, point)
+                break
             pending = []
             while i < len(times) and times[i] < point:
                 await until(times[i])
@@ -380,16 +384,18 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
 
 def run(month: str, days: float | None = None, speed: float = 3600.0, warmup_hours: float = 24.0,
         url: str | None = None, concurrency: int = 8, limit: int | None = None, stream=None,
-        share: float = 1.0) -> ReplayResult:
+        share: float = 1.0, from_day: float = 0.0, stop=None) -> ReplayResult:
+    """Replay `days` of `month` from its day `from_day` (a continuation: pass `warmup_hours=0`, the feeds
+    are already there). `stop`, a `threading.Event`, ends it early."""
     world = load_world(month)
-    start = month_start(month)
+    start = month_start(month) + pd.Timedelta(days=from_day)
     month_end = month_start((pd.Period(month, freq="M") + 1).strftime("%Y-%m"))
     end = min(start + pd.Timedelta(days=days), month_end) if days else month_end
     url = url or settings.get().model_server_url
     print(f"replaying {month} from {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z against {url} "
           f"at {'full speed' if speed <= 0 else f'{speed:g}x'}", file=stream or sys.stderr)
     return asyncio.run(replay(world, month, start, end, url, speed, pd.Timedelta(hours=warmup_hours),
-                              concurrency=concurrency, limit=limit, stream=stream, share=share))
+                              concurrency=concurrency, limit=limit, stream=stream, share=share, stop=stop))
 
 
 def main(argv: list[str] | None = None) -> int:
