@@ -18,7 +18,7 @@ import bench
 
 
 # Run only when named: they start several stacks of their own and would double `make bench`.
-OPT_IN = {"celery"}
+OPT_IN = {"celery", "retrain"}  # retrain: about 13 min of fitting
 
 
 def available() -> list[str]:
