@@ -78,6 +78,14 @@ def departures(url: str, cache: dict) -> "np.ndarray":
     return cache[url]
 
 
+def request_departures(rows: "pd.DataFrame") -> "pd.Series":
+    """The served rows' scheduled departures as ISO-comparable UTC strings (`monitoring.windows.iso`)."""
+    import pandas as pd
+
+    dep = pd.to_datetime(rows[DEPARTURE], utc=True)
+    return dep.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").where(dep.notna(), "")
+
+
 def departure_cut(rows: "pd.DataFrame", end: str, since: str | None = None) -> "pd.Series":
     """Which rows of a file a window judges: departing before `end` and, for a file read before, from its
     earlier cut `since` on. A row without a departure is judged by the first window that reads it."""

@@ -154,13 +154,22 @@ def quality_reasons(obs: Observation, limits: Thresholds) -> tuple[str, ...]:
     return tuple(out)
 
 
-def decide(obs: Observation, history: History, limits: Thresholds, now: datetime) -> Decision:
-    """The decision for one window; `now` is passed in so tests control the clock."""
+def decide(obs: Observation, history: History, limits: Thresholds, now: datetime,
+           earlier: "tuple[str, Observation] | None" = None) -> Decision:
+    """The decision for one window; `now` is passed in so tests control the clock.
+
+    `earlier` is (id, quality) of the version's previous window judged again now that more of
+    its flights' labels have arrived: a quality that fell there counts here, with its own reason.
+    """
     if obs.rows < limits.min_rows:
         return Decision(False, TOO_FEW_ROWS, drifted=None)
     drop = quality_drop(obs, limits.min_labelled_rows)
     data_drift = obs.drift_detected
     reasons = quality_reasons(obs, limits)
+    if earlier is not None:
+        window, late = earlier
+        reasons += tuple(f"window {window} judged again on {late.labelled_rows} labelled flights: {r}"
+                         for r in quality_reasons(late, limits))
     quality_dropped = bool(reasons)
     base = {"data_drift": data_drift, "quality_dropped": quality_dropped, "quality_drop": drop,
             "quality_reasons": reasons, "data_quality_incident": tuple(obs.missing_columns)}

@@ -280,7 +280,8 @@ def quality_snapshot(current: pd.DataFrame, reference: pd.DataFrame, threshold: 
     )
 
 
-def quality(rows: pd.DataFrame, ref: Reference, metric: str, min_rows: int, cap: int) -> tuple[dict, object | None]:
+def quality(rows: pd.DataFrame, ref: Reference, metric: str, min_rows: int, cap: int,
+            evidently: bool = True) -> tuple[dict, object | None]:
     """The quality figures of the window (and Evidently's view, on at most `cap` rows) once enough labels are known."""
     known = labelled(rows, ref.decision_threshold)
     reference = {m: ref.metrics[f"{Tag.TEST_METRIC_PREFIX}{m}"] for m in METRICS
@@ -291,7 +292,13 @@ def quality(rows: pd.DataFrame, ref: Reference, metric: str, min_rows: int, cap:
         return out, None
     figures = quality_figures(known[LABEL], known[PREDICTION], known[DECISION])
     out.update(value=figures.get(metric), figures=figures)
+    if not evidently:
+        return out, None
     return out, quality_snapshot(sample(known, cap), sample(ref.frame, cap), ref.decision_threshold)
+
+
+def calibration_gap_limit(ref: Reference) -> float | None:
+    return ((ref.thresholds or {}).get("calibration_gap") or {}).get("limit")
 
 
 # -- output --------------------------------------------------------------------------------
@@ -315,7 +322,7 @@ def build(rows: pd.DataFrame, ref: Reference, *, model_name: str, window: dict, 
     result = drift(current, reference, cfg.drift_column_threshold, cfg.drift_share_threshold,
                    cfg.missing_share_margin, calibrated=ref.thresholds)
     quality_summary, quality_snap = quality(rows, ref, cfg.gate_metric, min_labelled_rows, cfg.drift_sample_cap)
-    quality_summary["calibration_gap_limit"] = ((ref.thresholds or {}).get("calibration_gap") or {}).get("limit")
+    quality_summary["calibration_gap_limit"] = calibration_gap_limit(ref)
     html = report_url(model_name, ref.version, window["id"], ".html")
     save_html(result.snapshot, html)
     if quality_snap is not None:

@@ -99,6 +99,25 @@ def recorded_window(state: dict, version: str, window_id: str) -> dict | None:
     return None
 
 
+def last_judged(state: dict, version: str) -> dict | None:
+    """The version's latest window that was judged (not one recorded as unjudged)."""
+    for entry in reversed(version_state(state, version)["windows"]):
+        if "error" not in entry:
+            return entry
+    return None
+
+
+def rejudged(state: dict, version: str, window_id: str, labelled_rows: int) -> dict:
+    """A new state where the window's quality counts as judged on `labelled_rows` labels."""
+    new = copy.deepcopy(state)
+    for entry in version_state(new, version)["windows"]:
+        if entry["window"] == window_id:
+            entry["rejudged_labelled_rows"] = labelled_rows
+    new["versions"][str(version)] = {**version_state(new, version),
+                                     "windows": version_state(new, version)["windows"]}
+    return new
+
+
 def record_window(
     state: dict, version: str, window_id: str, files: list[str], decision: Decision, numbers: dict, now: datetime,
     carried: dict[str, str] | None = None, end: str | None = None,

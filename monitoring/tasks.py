@@ -79,8 +79,10 @@ def report_window(traffic: dict, cfg: settings.Settings | None = None, last_atte
                  window["id"], len(rows), cfg.model_name, version, window["departures_from"],
                  window["departures_to"], len(urls), int(rows["is_late"].notna().sum()), window["pending_rows"])
         reference = report.load_reference(cfg.model_name, version, cfg.mlflow_tracking_uri)
-        return report.build(rows, reference, model_name=cfg.model_name, window=window, cfg=cfg,
-                            min_labelled_rows=policy.MIN_LABELLED_ROWS)
+        summary = report.build(rows, reference, model_name=cfg.model_name, window=window, cfg=cfg,
+                               min_labelled_rows=policy.MIN_LABELLED_ROWS)
+        summary["earlier_quality"] = earlier_quality(cfg, version, reference)
+        return summary
     except report.ReferenceMissing as exc:
         _consume_unjudged(cfg.model_name, version, window, "no_reference", str(exc))
         raise
@@ -88,6 +90,44 @@ def report_window(traffic: dict, cfg: settings.Settings | None = None, last_atte
         if last_attempt:
             _consume_unjudged(cfg.model_name, version, window, "report_failed", repr(exc))
         raise
+
+
+def earlier_quality(cfg: settings.Settings, version: str, reference) -> dict | None:
+    """The quality of the version's previous window again, when more of its flights' labels have arrived.
+
+    A window closes hours before its last flights land, so it is judged on most, not all, of its
+    labels (and a late batch of outcomes can fill it later still). The next window judges it again.
+    """
+    from monitoring import report
+
+    entry = state.last_judged(state.load(cfg.model_name), version)
+    if not entry or not entry.get("departures_to") or not entry.get("files"):
+        return None
+    before = entry.get("rejudged_labelled_rows", entry.get("labelled_rows"))
+    if before is None or before >= entry["rows"]:
+        return None
+    store = storage.get()
+    frames = []
+    for name in entry["files"]:
+        url = f"{inference.version_url(version, store)}/{name}"
+        if store.exists(url):
+            rows = store.read_parquet(url)
+            dep = inference.request_departures(rows)
+            frames.append(rows[(dep >= entry["departures_from"]) & (dep < entry["departures_to"])])
+    if not frames:
+        return None
+    import pandas as pd
+
+    rows = inference.attach_labels(inference.since_baseline(pd.concat(frames, ignore_index=True),
+                                                            cfg.model_name, version))
+    figures, _ = report.quality(rows, reference, cfg.gate_metric, policy.MIN_LABELLED_ROWS, cfg.drift_sample_cap,
+                                evidently=False)
+    if figures["labelled_rows"] <= before:
+        return None
+    log.info("window %s judged again: %d of its %d flights labelled now (%d when it was judged)",
+             entry["window"], figures["labelled_rows"], len(rows), before)
+    return {"window": entry["window"], "rows": int(len(rows)), **figures,
+            "calibration_gap_limit": report.calibration_gap_limit(reference)}
 
 
 def _consume_unjudged(model_name: str, version: str, window: dict, reason: str, why: str) -> None:
@@ -130,7 +170,10 @@ def judge_window(summary: dict, now: datetime | None = None, cfg: settings.Setti
     limits = policy.Thresholds.from_settings(cfg)
     obs = observation(summary)
     past = state.history(current, version)
-    decision = policy.decide(obs, past, limits, now)
+    earlier = summary.get("earlier_quality")
+    decision = policy.decide(obs, past, limits, now, earlier=(
+        (earlier["window"], observation({"rows": earlier["rows"], "drift_share": 0.0, "drift_detected": False,
+                                         "quality": earlier})) if earlier else None))
     log.info("%s v%s window %s: %s", cfg.model_name, version, window["id"], policy.explain(obs, decision, limits))
     log.info("failed tests %s; drifted columns %s; prediction drift score %s; report %s",
              summary.get("failed_tests"), summary["drifted_columns"], summary.get("prediction_drift"),
@@ -158,7 +201,10 @@ def judge_window(summary: dict, now: datetime | None = None, cfg: settings.Setti
         ))
     numbers = {k: summary.get(k) for k in ("rows", "drift_share", "drift_detected", "drifted_columns",
                                            "missing_columns", "failed_tests", "report_path")}
-    numbers.update(departures_from=window.get("departures_from"), departures_to=window.get("departures_to"))
+    numbers.update(departures_from=window.get("departures_from"), departures_to=window.get("departures_to"),
+                   files=window["files"], labelled_rows=(summary.get("quality") or {}).get("labelled_rows"))
+    if earlier:
+        current = state.rejudged(current, version, earlier["window"], earlier["labelled_rows"])
     state.save(state.record_window(current, version, window["id"], window["files"], decision, numbers, now,
                                    carried=window.get("carried"), end=window.get("departures_to")))
     return decision.as_dict()

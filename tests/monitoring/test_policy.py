@@ -164,3 +164,22 @@ def test_quality_figures_from_too_few_labels_are_not_judged():
                        figures={"log_loss": 2.0, "late_rate": 0.9, "mean_probability": 0.1, "calibration_gap": -0.8},
                        reference_figures={"log_loss": 0.5})
     assert decide(seen, FRESH, LIMITS, NOW).quality_reasons == ()
+
+
+def test_an_earlier_window_judged_again_on_late_labels_retrains_with_its_own_reason():
+    clean = obs(share=0.1, quality=0.75, labelled=4000)
+    late = obs(quality=0.62, labelled=4800)  # the previous window, its last flights' labels arrived since
+    d = decide(clean, FRESH, LIMITS, NOW, earlier=("w-07", late))
+    assert (d.retrain, d.data_drift, d.quality_dropped) == (True, False, True)
+    assert d.quality_reasons == ("window w-07 judged again on 4800 labelled flights: roc_auc 0.6200 vs 0.7500 in "
+                                 "training (worse by 0.1300 > 0.05)",)
+    assert decide(clean, FRESH, LIMITS, NOW, earlier=("w-07", obs(quality=0.74, labelled=4800))).retrain is False
+
+
+def test_the_calibration_gap_is_judged_at_the_training_weeks_swing_when_wider():
+    figures = {"late_rate": 0.228, "mean_probability": 0.300, "calibration_gap": 0.072}
+    base = dict(rows=5000, drift_share=0.0, quality=0.72, reference_quality=0.70, labelled_rows=5000,
+                figures=figures, reference_figures={"roc_auc": 0.70})
+    assert decide(Observation(**base), FRESH, LIMITS, NOW).retrain is True  # the settings' 0.05
+    calm = decide(Observation(**base, calibration_gap_limit=0.119), FRESH, LIMITS, NOW)
+    assert calm.retrain is False and calm.quality_reasons == ()
