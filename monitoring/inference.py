@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import storage
 from features.names import LABEL
 from monitoring import state
-from serving.inference_log import DEPARTURE, FILE_SUFFIX, version_url
+from serving.inference_log import DEPARTURE, FILE_SUFFIX, REQUEST_TIME, version_url
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,10 +59,12 @@ def row_count(url: str, cache: dict[str, int]) -> int:
     return cache[url]
 
 
-def departures(url: str, cache: dict) -> "np.ndarray":
-    """The scheduled departures of one log file (µs since the epoch, `monitoring.windows`); cached like the
-    row counts, and only that column is read."""
-    if url not in cache:
+def departures(url: str, cache: dict, since_us: int | None = None) -> "np.ndarray":
+    """The scheduled departures (µs since the epoch, `monitoring.windows`) of one log file's rows requested
+    at or after `since_us` (the version's baseline: the serving DAG's validation and smoke requests before
+    it are not traffic). Only those two columns are read, once per file and baseline."""
+    key = (url, since_us)
+    if key not in cache:
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -72,10 +74,14 @@ def departures(url: str, cache: dict) -> "np.ndarray":
 
         store = storage.get()
         with store.fs.open(store._path(url), "rb") as fh:
-            column = pq.read_table(fh, columns=[DEPARTURE]).column(DEPARTURE)
-        micros = pc.fill_null(column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), NAT)
-        cache[url] = np.asarray(micros.to_numpy(), dtype=np.int64)
-    return cache[url]
+            table = pq.read_table(fh, columns=[DEPARTURE, REQUEST_TIME])
+        as_us = lambda name: pc.fill_null(table.column(name).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()),  # noqa: E731
+                                          NAT)
+        deps = np.asarray(as_us(DEPARTURE).to_numpy(), dtype=np.int64)
+        if since_us is not None:
+            deps = deps[np.asarray(as_us(REQUEST_TIME).to_numpy(), dtype=np.int64) >= since_us]
+        cache[key] = deps
+    return cache[key]
 
 
 def request_departures(rows: "pd.DataFrame") -> "pd.Series":

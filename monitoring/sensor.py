@@ -39,15 +39,17 @@ def check_traffic(model_name: str, tracking_uri: str, cache: dict, span_days: fl
     current = state.load(model_name)
     urls = [u for u, _ in inference.new_files(model_name, version, cache.setdefault("rows", {}))]
     deps = cache.setdefault("departures", {})
-    for url in set(deps) - set(urls):
-        deps.pop(url)  # reported or superseded: keep the cache as small as the backlog
+    for key in [k for k in deps if k[0] not in urls]:
+        deps.pop(key)  # reported or superseded: keep the cache as small as the backlog
+    baseline = state.load_baseline(model_name, version)
+    since = windows.to_us(baseline["deployed_at"]) if baseline else None
     by_name = {posixpath.basename(u): u for u in urls}
     cuts = {n: windows.to_us(c) for n, c in state.carried_files(current, version).items() if n in by_name}
-    window = windows.plan({n: inference.departures(u, deps) for n, u in by_name.items()}, cuts,
+    window = windows.plan({n: inference.departures(u, deps, since) for n, u in by_name.items()}, cuts,
                           windows.to_us(state.judged_until(current, version)), int(span_days * windows.US_PER_DAY),
                           min_rows)
     if window is None:
-        pending = sum(len(windows.unjudged(deps[u], cuts.get(n))) for n, u in by_name.items())
+        pending = sum(len(windows.unjudged(deps[(u, since)], cuts.get(n))) for n, u in by_name.items())
         return {"version": version, "files": [], "rows": 0, "pending": pending, "window": None}
     found = window.as_dict()
     found["files"] = [by_name[n] for n in found["files"]]

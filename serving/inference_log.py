@@ -49,7 +49,8 @@ FILE_SUFFIX = ".parquet"
 _TS = "datetime64[us, UTC]"
 AS_OF = "as_of"  # the time the prediction was asked at (the request's, else when it arrived)
 DEPARTURE = "sched_dep_ts"  # the flight's scheduled departure: monitoring windows span these
-KEY_COLUMNS = ["request_id", "request_time", AS_OF, "model_name", "model_version", "carrier", "flight", "tailnum",
+REQUEST_TIME = "request_time"  # when the request arrived
+KEY_COLUMNS = ["request_id", REQUEST_TIME, AS_OF, "model_name", "model_version", "carrier", "flight", "tailnum",
                "origin", "dest", "route", DEPARTURE, "flight_id"]
 PROBABILITY, PREDICTION = "probability", "prediction"  # the model's output, and the decision at its threshold
 ROLE, MODEL_MS, BASELINE_MS = "role", "model_ms", "baseline_ms"

@@ -58,6 +58,11 @@ def test_rows_requested_before_the_baseline_are_not_traffic_even_in_a_later_file
     assert inference.new_files(name, "6", {}) == [(url, 100)]  # the file was written after the deployment
     rows = inference.since_baseline(inference.read_window([url]), name, "6")
     assert len(rows) == 50 and (rows["request_time"] >= deployed).all()
+    # The window planner counts the same rows: a window must not start at a smoke request's departure.
+    from monitoring import windows
+
+    since = windows.to_us(deployed.isoformat())
+    assert len(inference.departures(url, {}, since)) == 50 and len(inference.departures(url, {})) == 100
 
 
 @pytest.mark.integration
