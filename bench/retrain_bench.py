@@ -41,7 +41,9 @@ CUTS = {"Jul 1-7.5": "2013-07-08T12:00:00", "Jul 1-10": "2013-07-11T00:00:00", "
         "Jul 1-21": "2013-07-22T00:00:00", "Jul 1-31": "2013-08-01T00:00:00"}
 BOOTSTRAP = 300  # paired resamples of the test part for the AUC difference against v1
 RECENT_WEEKS = 4
-SHOWN = ("roc_auc", "log_loss", "brier", "calib_gap")
+from training.metrics import HIGHER_IS_BETTER, METRICS, PRIMARY  # noqa: E402
+
+SHOWN = (PRIMARY, *(m for m in METRICS if not HIGHER_IS_BETTER[m]), "calib_gap")
 
 
 def calibration_gap(y, p) -> float:
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = {"cut": cut_name, "variant": variant, "family": family, "train_rows": len(rows),
                          **evaluate(y_valid, p_valid, y_test, p_test),
                          # the validation the training DAG picks the challenger on (v1: Jan-Feb's own)
-                         "own_valid_roc_auc": metrics.scores(own_valid[names.LABEL], p_own, 0.5)["roc_auc"],
+                         "own_valid_roc_auc": metrics.scores(own_valid[names.LABEL], p_own, 0.5)[PRIMARY],
                          "fit_s": time.perf_counter() - t0}
                     results.append(r)
                     preds[(cut_name, variant, family)] = p_test
@@ -180,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in results if r["cut"] == cut_name]
         picked = {}
         for variant in dict.fromkeys(r["variant"] for r in rows):
-            cands = [{"family": r["family"], "valid": {"roc_auc": r["own_valid_roc_auc"]}, "r": r}
+            cands = [{"family": r["family"], "valid": {PRIMARY: r["own_valid_roc_auc"]}, "r": r}
                      for r in rows if r["variant"] == variant]
-            picked[variant] = gate.best_candidate(cands, "roc_auc")["r"]
+            picked[variant] = gate.best_candidate(cands, PRIMARY)["r"]
         base = picked["v1 (Jan-Feb)"]["test_roc_auc"]
         v1_key = (cut_name, "v1 (Jan-Feb)", picked["v1 (Jan-Feb)"]["family"])
         for variant, r in picked.items():

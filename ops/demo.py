@@ -160,6 +160,29 @@ def last_gate_explanation(cfg: settings.Settings) -> str | None:
     return runs[0].data.tags.get("gate_explanation") if runs else None
 
 
+def deployment_outcome(f: Follower, dep_after: int, version: str, since: str, timeout: float) -> dict | None:
+    """The version's deployed_model event, or None (said why) when its serving run rolled it back."""
+    from mlflow import MlflowClient
+
+    from model_registry import Tag
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for e in f.client.asset_events("deployed_model"):
+            if e["id"] > dep_after and str(e["extra"]["version"]) == version:
+                return e
+        failed = [r for r in f.client.dag_runs("serving", limit=3)
+                  if r["state"] == "failed" and (r["start_date"] or "")[:19] >= since[:19]]
+        if failed:
+            tags = MlflowClient(tracking_uri=f.cfg.mlflow_tracking_uri).get_model_version(
+                f.cfg.model_name, version).tags
+            say("rollout", f"v{version} rolled back, production keeps serving: "
+                           f"{tags.get(Tag.ROLLBACK_REASON, 'see the serving run')}")
+            return None
+        time.sleep(2)
+    raise HopMissing("deployed_model", "serving", f.log_hint("serving"))
+
+
 def follow_deployment(f: Follower, reg_after: int, dep_after: int, since: str, why: str) -> dict | None:
     registered = f.training_outcome(reg_after, since, timeout=300)
     if registered is None:
@@ -173,8 +196,9 @@ def follow_deployment(f: Follower, reg_after: int, dep_after: int, since: str, w
     if r.get("champion_version"):
         say("gate", last_gate_explanation(f.cfg) or "")
     # A staged rollout waits for live traffic: shadow, then canary (MLOPS_SHADOW_*, MLOPS_CANARY_*).
-    deployed = f.wait("deployed_model", dep_after, 480, "serving",
-                      predicate=lambda e: str(e["extra"]["version"]) == str(r["version"]))
+    deployed = deployment_outcome(f, dep_after, str(r["version"]), registered["timestamp"], timeout=480)
+    if deployed is None:
+        return None
     for line in describe_rollout(deployed["extra"]):
         say("rollout", line)
     say("deployed_model", describe_deployed(deployed["extra"]))

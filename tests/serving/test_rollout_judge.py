@@ -90,7 +90,7 @@ def test_errors_and_a_slow_shadow_fail_and_few_labels_are_not_judged(split, esti
     slow = served(estimators["good"], test, "2", model_ms=6.0, labels=False)
     verdict = rollout.judge_shadow("2", slow, production, shadow_counts(50, errors=5), cfg)
     text = verdict.summary()
-    assert not verdict.passed and "error rate 0.0909" in text and "median model latency" in text, text
+    assert not verdict.passed and "error rate 0.0909" in text and "median request latency with its model time" in text, text
     assert "quality" not in verdict.numbers  # no labels at all
 
     labelled = served(estimators["good"], test, "1")
