@@ -56,7 +56,8 @@ def test_lineage_traces_a_drift_version_to_its_landing_files_and_its_outcomes_fe
         "drift_report": [{"id": 8, "timestamp": "t", "extra": datasets.drift_report_extra(
             report_path="file:///r/1.html", json_path="file:///r/1.json", drift_share=0.6,
             drifted_columns=["temp"], prediction_drift=0.3, quality={}, model_name="flight_delay",
-            model_version="4", window={"id": "w", "start": None, "end": None, "rows": 0, "files": []},
+            model_version="4", window={"id": "w", "start": None, "end": None, "departures_from": None, "departures_to": None,
+                    "rows": 0, "pending_rows": None, "files": []},
             reason="drift")}],
         "registered_model": [{"id": 9, "timestamp": "t", "extra": datasets.registered_model_extra(
             model_name="flight_delay", version="5", run_id="r" * 32, metrics={}, champion_version="4",
