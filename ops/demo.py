@@ -176,8 +176,9 @@ def deployment_outcome(f: Follower, dep_after: int, version: str, since: str, ti
         if failed:
             tags = MlflowClient(tracking_uri=f.cfg.mlflow_tracking_uri).get_model_version(
                 f.cfg.model_name, version).tags
-            say("rollout", f"v{version} rolled back, production keeps serving: "
-                           f"{tags.get(Tag.ROLLBACK_REASON, 'see the serving run')}")
+            reason = tags.get(Tag.ROLLBACK_REASON)
+            say("rollout", f"v{version} rolled back, production keeps serving: {reason}" if reason else
+                f"v{version} not deployed, production keeps serving: {f.log_hint('serving')}")
             return None
         time.sleep(2)
     raise HopMissing("deployed_model", "serving", f.log_hint("serving"))
