@@ -86,6 +86,27 @@ def read_rows(version: str, role: str | None = None, since: datetime | None = No
     return rows.reset_index(drop=True)
 
 
+def recent_rows(version: str, role: str | None = None, at_least: int = 2000) -> "pd.DataFrame":
+    """The newest log rows of `version`: whole files, newest first (names sort in write order), until
+    `at_least` rows; fewer when the log holds fewer."""
+    import pandas as pd
+
+    import storage
+    from serving.inference_log import FILE_SUFFIX, version_url
+
+    store = storage.get()
+    urls = sorted((f["url"] for f in store.list_files(version_url(version, store, role))
+                   if f["url"].endswith(FILE_SUFFIX) and not f["url"].rsplit("/", 1)[-1].startswith((".", "_"))),
+                  key=lambda u: u.rsplit("/", 1)[-1], reverse=True)
+    parts, total = [], 0
+    for url in urls:
+        if total >= at_least:
+            break
+        parts.append(store.read_parquet(url))
+        total += len(parts[-1])
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def count_rows(version: str, role: str, since_epoch: float) -> int:
     """Rows of a rollout role in files written since `since_epoch`, from parquet footers (no pandas):
     what the waiting sensor polls."""

@@ -13,9 +13,15 @@ The version passes when
   the run logged (at least one must be);
 - its single-row `predict_proba` is about as fast as production's: both versions are
   timed interleaved, row by row, in the same process on the same rows, so a busy
-  machine slows both alike; the candidate's p99 must be within `serving_latency_ratio`
-  of production's and under the generous absolute cap `serving_p99_budget_ms` (with no
-  production version, the cap alone).
+  machine slows both alike; the candidate's p99 must be under the generous absolute cap
+  `serving_p99_budget_ms`, and the request p99 it would give must be within
+  `serving_latency_ratio` of production's (with no production version, the cap alone).
+  A request is the model's time plus what the server spends around it (feature reads,
+  the frame, the response): the median of that, from production's newest served rows,
+  is added to both p99s, as the shadow judges it (`serving.rollout`). A model one
+  millisecond slower in a 27 ms request is not a regression; the demo's drift-retrained
+  gradient boosting is twice the logistic regression's model time. With no served rows
+  yet, model time alone is compared.
 """
 
 from __future__ import annotations
@@ -91,15 +97,40 @@ def side_by_side_latency_ms(models: list, frame: pd.DataFrame, rows: int = LATEN
     return [_p(t) for t in timings]
 
 
-def latency_problems(candidate: dict, production: dict | None, ratio: float, cap_ms: float) -> list[str]:
-    """Why the candidate is too slow, if it is: over the cap, or slower than production by more than `ratio`."""
+def latency_problems(candidate: dict, production: dict | None, ratio: float, cap_ms: float,
+                     overhead_ms: float | None = None) -> list[str]:
+    """Why the candidate is too slow, if it is: its model p99 over the cap, or its request p99 (model p99 plus
+    `overhead_ms`, the time a request spends outside the model; none: model time alone) slower than
+    production's by more than `ratio`."""
     problems = []
     if not candidate["p99_ms"] <= cap_ms:
         problems.append(f"single-row p99 latency {candidate['p99_ms']:.1f} ms > budget {cap_ms} ms")
-    if production is not None and not candidate["p99_ms"] <= ratio * production["p99_ms"]:
-        problems.append(f"single-row p99 latency {candidate['p99_ms']:.1f} ms > {ratio} x production's "
-                        f"{production['p99_ms']:.1f} ms, timed side by side")
+    if production is None:
+        return problems
+    if overhead_ms is None:
+        if not candidate["p99_ms"] <= ratio * production["p99_ms"]:
+            problems.append(f"single-row p99 latency {candidate['p99_ms']:.1f} ms > {ratio} x production's "
+                            f"{production['p99_ms']:.1f} ms, timed side by side")
+    elif not candidate["p99_ms"] + overhead_ms <= ratio * (production["p99_ms"] + overhead_ms):
+        problems.append(f"request p99 with its model {candidate['p99_ms'] + overhead_ms:.1f} ms > {ratio} x "
+                        f"production's {production['p99_ms'] + overhead_ms:.1f} ms (single-row model p99 "
+                        f"{candidate['p99_ms']:.1f} vs {production['p99_ms']:.1f} ms timed side by side, plus the "
+                        f"{overhead_ms:.1f} ms production's requests spend outside the model)")
     return problems
+
+
+def request_overhead_ms(version: str, rows: int = 2000) -> float | None:
+    """Median time production's served requests spent outside the model (request latency minus model time),
+    from its newest log rows; None when it has served none that say."""
+    from serving.inference_log import MODEL_MS
+    from serving.rollout import recent_rows
+
+    served = recent_rows(version, at_least=rows)
+    if served.empty or MODEL_MS not in served or "latency_ms" not in served:
+        return None
+    outside = (served["latency_ms"] - served[MODEL_MS]).dropna()
+    outside = outside[outside >= 0]
+    return float(np.median(outside)) if len(outside) else None
 
 
 def compare(holdout_metrics: dict, logged: dict, tolerance: float) -> tuple[dict, list[str]]:
@@ -149,11 +180,14 @@ def validate(name: str, version: str, cfg: settings.Settings | None = None) -> d
     logged = mlflow_client.get_run(model.run_id).data.metrics if model.run_id else {}
     comparison, problems = compare(measured, logged, cfg.serving_metric_tolerance)
     production = _production_model(cfg, name, version)
+    overhead = None
     if production is None:
         latency, production_latency = single_row_latency_ms(model, frame), None
     else:
         latency, production_latency = side_by_side_latency_ms([model, production], frame)
-    problems += latency_problems(latency, production_latency, cfg.serving_latency_ratio, cfg.serving_p99_budget_ms)
+        overhead = request_overhead_ms(production.version)
+    problems += latency_problems(latency, production_latency, cfg.serving_latency_ratio, cfg.serving_p99_budget_ms,
+                                 overhead)
     numbers = {
         "version": str(version), "holdout_rows": int(len(frame)), "holdout_late_rate": float(labels.mean()),
         "test_start": tags[test_start], "test_end": tags[test_end], "threshold": model.threshold,
@@ -161,6 +195,7 @@ def validate(name: str, version: str, cfg: settings.Settings | None = None) -> d
         "latency": latency, "p99_budget_ms": cfg.serving_p99_budget_ms,
         "production_version": production.version if production else None,
         "production_latency": production_latency, "latency_ratio_allowed": cfg.serving_latency_ratio,
+        "request_overhead_ms": overhead,
     }
     if problems:
         raise ValidationFailed(f"version {version} failed validation: " + "; ".join(problems), numbers)

@@ -82,3 +82,33 @@ def test_with_no_production_version_the_cap_alone_judges():
     assert latency_problems({"p50_ms": 1.0, "p99_ms": 9.0}, None, ratio=1.5, cap_ms=10) == []
     [problem] = latency_problems({"p50_ms": 1.0, "p99_ms": 11.0}, None, ratio=1.5, cap_ms=10)
     assert problem == "single-row p99 latency 11.0 ms > budget 10 ms"
+
+
+def test_the_ratio_is_on_request_latency_once_production_has_served(home):
+    """The demo's case: a drift-retrained gradient boosting at 13.5 ms against a logistic regression at 6.9 ms
+    of model time, in requests that spend 20 ms around the model, is 1.25x slower, not 1.96x."""
+    import time
+
+    import storage
+    from serving.inference_log import InferenceLog
+    from serving.validation import request_overhead_ms
+    from test_inference_log import row
+
+    log = InferenceLog(flush_rows=10_000, flush_seconds=3600, store=storage.get())
+    log.append([{**row(i, "1"), "latency_ms": 60.0, "model_ms": 7.0} for i in range(50)])  # an older, slower file
+    log.flush()
+    time.sleep(0.01)  # file names order by their write time, to the microsecond
+    log.append([{**row(i, "1"), "latency_ms": 27.0 + i % 3, "model_ms": 7.0} for i in range(300)])
+    log.flush()
+
+    assert request_overhead_ms("1", rows=300) == 21.0  # the newest file alone: median of 20, 21, 22
+    assert request_overhead_ms("1", rows=301) == 21.0  # both files: 300 of 350 rows at 20-22 ms
+    assert request_overhead_ms("2") is None  # a version that served nothing
+
+    candidate, production = {"p50_ms": 9.0, "p99_ms": 13.5}, {"p50_ms": 5.0, "p99_ms": 6.9}
+    [alone] = latency_problems(candidate, production, ratio=1.5, cap_ms=250)
+    assert "13.5 ms > 1.5 x production's 6.9 ms" in alone
+    assert latency_problems(candidate, production, ratio=1.5, cap_ms=250, overhead_ms=20.0) == []
+    ten_times = {"p50_ms": 50.0, "p99_ms": 69.0}
+    [problem] = latency_problems(ten_times, production, ratio=1.5, cap_ms=250, overhead_ms=20.0)
+    assert problem.startswith("request p99 with its model 89.0 ms > 1.5 x production's 26.9 ms")
