@@ -21,9 +21,12 @@ Shadow (the same requests, scored by both): paired by `request_id`,
   bins at production's deciles), at most `rollout_max_score_psi`; the mean shift is
   reported;
 - quality: on the paired rows whose label has arrived (`monitoring.inference.attach_labels`),
-  every metric of `training.metrics` (F1 of the decisions as made), the candidate not worse
-  than production by more than `quality_drop_margin` on any; judged from `rollout_min_labelled` labelled rows
-  (fewer: reported as not judged).
+  every metric of `training.metrics` (F1 of the decisions as made): the candidate fails on a
+  metric where it is worse than production by more than `quality_drop_margin` and the 90%
+  bootstrap interval of the difference lies below zero (a few hundred labelled rows move F1
+  by several hundredths either way: a drop within that noise is a note, with its interval,
+  not a reason); judged from `rollout_min_labelled` labelled rows (fewer: reported as not
+  judged).
 Agreement and score shift say the candidate behaves differently from production, which a
 retraining after drift is meant to do: they fail the candidate only when its quality
 could not be judged on labels. When labels show it is not worse, they are kept as
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
 
 LATENCY_FLOOR_MS = 1.0
 PSI_BINS = 10
+INTERVAL_LEVEL = 0.9
+INTERVAL_RESAMPLES = 200
 
 
 @dataclass
@@ -168,6 +173,35 @@ def quality(candidate: "pd.DataFrame", production: "pd.DataFrame", label: str) -
     return out
 
 
+def improvement_intervals(candidate: "pd.DataFrame", production: "pd.DataFrame", label: str, paired: bool,
+                          resamples: int = INTERVAL_RESAMPLES, level: float = INTERVAL_LEVEL,
+                          seed: int = 0) -> dict[str, tuple[float, float]]:
+    """The `level` bootstrap interval of the candidate's improvement over production, per metric.
+
+    `paired` (the shadow: row i of both is the same request) resamples rows once for both;
+    otherwise (the canary: different flights) each side is resampled on its own.
+    """
+    import numpy as np
+
+    from training.metrics import METRICS, SingleClass, improvement, scores
+
+    rng = np.random.default_rng(seed)
+    sides = [(f[label].to_numpy(), f[PROBABILITY].to_numpy(), f[PREDICTION].to_numpy())
+             for f in (candidate, production)]
+    gains: dict[str, list[float]] = {m: [] for m in METRICS}
+    for _ in range(resamples):
+        first = rng.integers(0, len(candidate), len(candidate))
+        picks = (first, first) if paired else (first, rng.integers(0, len(production), len(production)))
+        try:
+            mine, theirs = (scores(y[i], p[i], decisions=d[i]) for (y, p, d), i in zip(sides, picks))
+        except SingleClass:
+            continue
+        for m in METRICS:
+            gains[m].append(improvement(m, mine[m], theirs[m]))
+    tail = (1 - level) / 2
+    return {m: (float(np.quantile(g, tail)), float(np.quantile(g, 1 - tail))) for m, g in gains.items() if g}
+
+
 def _error_rate(errors: int, done: int) -> float:
     return errors / (errors + done) if errors + done else 0.0
 
@@ -177,8 +211,8 @@ def _labelled(rows: "pd.DataFrame", label: str) -> "pd.DataFrame":
 
 
 def _judge_quality(verdict: Verdict, candidate: "pd.DataFrame", production: "pd.DataFrame", label: str,
-                   cfg: settings.Settings) -> bool:
-    """Adds the quality reasons; True when quality was judged (enough labelled rows of both classes)."""
+                   cfg: settings.Settings, paired: bool) -> bool:
+    """Adds the quality reasons (and notes); True when quality was judged (enough labelled rows of both classes)."""
     from training.metrics import SingleClass
 
     n = min(len(candidate), len(production))
@@ -191,11 +225,22 @@ def _judge_quality(verdict: Verdict, candidate: "pd.DataFrame", production: "pd.
     except SingleClass as exc:
         verdict.numbers["quality"] = f"not judged: {exc}"
         return False
+    intervals = improvement_intervals(candidate, production, label, paired)
+    for metric, m in measured.items():
+        m["interval"] = intervals.get(metric)
     verdict.numbers["quality"] = measured
     for metric, m in measured.items():
-        if not m["improvement"] >= -cfg.quality_drop_margin:
-            verdict.reasons.append(f"{metric} on labelled live rows {m['candidate']:.4f} vs production's "
-                                   f"{m['production']:.4f} (worse by more than {cfg.quality_drop_margin})")
+        if m["improvement"] >= -cfg.quality_drop_margin:
+            continue
+        said = (f"{metric} on labelled live rows {m['candidate']:.4f} vs production's {m['production']:.4f} "
+                f"(worse by more than {cfg.quality_drop_margin}")
+        lo, hi = m["interval"] or (float("nan"), float("nan"))
+        if hi < 0:
+            verdict.reasons.append(f"{said}; {INTERVAL_LEVEL:.0%} interval of the difference [{lo:+.4f}, {hi:+.4f}])")
+        else:
+            verdict.numbers.setdefault("quality_notes", []).append(
+                f"{said}, but within the noise of {n} labelled rows: {INTERVAL_LEVEL:.0%} interval of the "
+                f"difference [{lo:+.4f}, {hi:+.4f}])")
     return True
 
 
@@ -257,7 +302,7 @@ def judge_shadow(version: str, shadow: "pd.DataFrame", production: "pd.DataFrame
         labelled = _labelled(paired, label)
         production_side = labelled[[f"{PROBABILITY}_production", f"{PREDICTION}_production", label]].rename(
             columns={f"{PROBABILITY}_production": PROBABILITY, f"{PREDICTION}_production": PREDICTION})
-        judged = _judge_quality(verdict, labelled, production_side, label, cfg)
+        judged = _judge_quality(verdict, labelled, production_side, label, cfg, paired=True)
     _weigh_differences(verdict, differences, judged)
     verdict.passed = not verdict.reasons
     return verdict
@@ -290,7 +335,8 @@ def judge_canary(version: str, canary: "pd.DataFrame", production: "pd.DataFrame
         differences.append(f"score PSI against production's share {shift:.3f} > {cfg.rollout_max_score_psi}")
     judged = False
     if label in canary and label in production:
-        judged = _judge_quality(verdict, _labelled(canary, label), _labelled(production, label), label, cfg)
+        judged = _judge_quality(verdict, _labelled(canary, label), _labelled(production, label), label, cfg,
+                                paired=False)
     _weigh_differences(verdict, differences, judged)
     verdict.passed = not verdict.reasons
     return verdict

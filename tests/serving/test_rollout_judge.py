@@ -66,7 +66,7 @@ def test_the_model_trained_on_a_skewed_sample_fails_the_shadow_with_its_reasons(
     verdict = rollout.judge_shadow("3", shadow, production, shadow_counts(len(shadow)), cfg)
     assert not verdict.passed
     text = verdict.summary()
-    assert "f1 on labelled live rows" in text, text
+    assert "f1 on labelled live rows" in text and "interval of the difference" in text, text
     assert verdict.numbers["mean_score_shift"] < -0.05
     # before its labels arrive, its differences from production fail it
     unlabelled = rollout.judge_shadow("3", shadow.drop(columns=[LABEL]), production.drop(columns=[LABEL]),
@@ -109,6 +109,34 @@ def test_a_different_model_fails_without_labels_and_passes_when_labels_show_it_i
     labelled = rollout.judge_shadow("2", shadow, production, shadow_counts(len(shadow)), cfg)
     assert labelled.passed, labelled.as_dict()
     assert any("score PSI" in note for note in labelled.numbers["notes"])
+
+
+def test_a_drop_within_the_noise_of_few_labels_is_a_note_not_a_reason(split, estimators, cfg):
+    """The demo's case: 174 labelled rows, F1 0.07 lower on decisions that differ both ways. A drop that
+    many rows cannot tell from chance does not roll a version back; it is kept with its interval."""
+    import dataclasses
+
+    production = served(estimators["good"], split.test.iloc[:200], "1")
+    production[PREDICTION] = (production[PROBABILITY] >= production[PROBABILITY].quantile(0.6)).astype("int64")
+    y, d = production[LABEL].to_numpy(), production[PREDICTION].to_numpy()
+    caught, missed = np.flatnonzero((y == 1) & (d == 1)), np.flatnonzero((y == 1) & (d == 0))
+    flipped = np.r_[caught[:12], missed[:8]]  # 12 late flights it no longer catches, 8 it now catches
+    shadow = production.assign(model_version="2")
+    shadow.loc[flipped, PREDICTION] = 1 - shadow.loc[flipped, PREDICTION]
+    few = dataclasses.replace(cfg, rollout_min_labelled=150)
+
+    verdict = rollout.judge_shadow("2", shadow, production, shadow_counts(200), few)
+    f1 = verdict.numbers["quality"]["f1"]
+    assert f1["improvement"] < -few.quality_drop_margin and f1["interval"][0] < 0 < f1["interval"][1], f1
+    assert verdict.passed, verdict.as_dict()
+    [note] = verdict.numbers["quality_notes"]
+    assert note.startswith("f1 on labelled live rows") and "within the noise of 200 labelled rows" in note
+
+    # the same kind of change on ten times the rows is no longer chance
+    many = pd.concat([production] * 10, ignore_index=True).assign(request_id=lambda f: [f"r{i}" for i in range(len(f))])
+    shadow_many = pd.concat([shadow] * 10, ignore_index=True).assign(request_id=many["request_id"])
+    verdict = rollout.judge_shadow("2", shadow_many, many, shadow_counts(2000), few)
+    assert not verdict.passed and "f1 on labelled live rows" in verdict.summary(), verdict.as_dict()
 
 
 def test_rows_dropped_by_the_server_are_reported_not_failed(split, estimators, cfg):
