@@ -110,15 +110,48 @@ def describe_deployed(x: dict) -> str:
     return f"v{x['version']} serving ({previous})"
 
 
+def describe_stage_numbers(n: dict) -> str:
+    """A rollout verdict's numbers in one line: traffic, latency, agreement, score shift, labelled quality."""
+    parts = [f"{n['rows']} rows"] if "rows" in n else []
+    if n.get("errors") is not None:
+        parts.append(f"{n['errors']} errors")
+    for key, label, fmt in (("latency_ratio", "latency", "{:.2f}x production's"), ("agreement", "agreement", "{:.3f}"),
+                            ("score_psi", "score PSI", "{:.3f}")):
+        if isinstance(n.get(key), (int, float)):
+            parts.append(f"{label} {fmt.format(n[key])}")
+    quality = n.get("quality")
+    if isinstance(quality, dict):
+        labelled = min((n.get("labelled_rows") or {}).values() or [0])
+        shown = []
+        for metric in ("roc_auc", "log_loss", "f1"):
+            m = quality.get(metric) or {}
+            if "improvement" in m:
+                interval = m.get("interval")
+                shown.append(f"{metric} {m['improvement']:+.3f}" +
+                             (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""))
+        parts.append(f"vs production on {labelled} labelled: " + ", ".join(shown))
+    elif isinstance(quality, str):
+        parts.append(f"quality {quality}")
+    return ", ".join(parts)
+
+
 def describe_rollout(x: dict) -> list[str]:
     """One line per rollout stage the new version went through on live traffic, with its numbers."""
-    lines = []
-    for stage, r in (x.get("rollout") or {}).items():
-        numbers = r.get("numbers") or {}
-        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items()
-                          if not isinstance(v, (dict, list)))
-        lines.append(f"{stage}: {r.get('verdict')}; {shown}")
-    return lines
+    return [f"{stage} {'passed' if r.get('passed', True) else 'failed'}: {describe_stage_numbers(r.get('numbers') or {})}"
+            for stage, r in (x.get("rollout") or {}).items()]
+
+
+def describe_rollback(version: str, reason: str) -> str:
+    """The rollback reason a version is tagged with, its measured numbers (a dict after "Measured: ") in one line."""
+    import ast
+
+    said, _, measured = reason.partition(". Measured: ")
+    try:
+        numbers = ast.literal_eval(measured)
+    except (ValueError, SyntaxError):
+        numbers = None
+    line = f"v{version} rolled back, production keeps serving: {said}"
+    return line + (f" ({describe_stage_numbers(numbers)})" if isinstance(numbers, dict) else "")
 
 
 def describe_drift(x: dict) -> str:
@@ -177,7 +210,7 @@ def deployment_outcome(f: Follower, dep_after: int, version: str, since: str, ti
             tags = MlflowClient(tracking_uri=f.cfg.mlflow_tracking_uri).get_model_version(
                 f.cfg.model_name, version).tags
             reason = tags.get(Tag.ROLLBACK_REASON)
-            say("rollout", f"v{version} rolled back, production keeps serving: {reason}" if reason else
+            say("rollout", describe_rollback(version, reason) if reason else
                 f"v{version} not deployed, production keeps serving: {f.log_hint('serving')}")
             return None
         time.sleep(2)

@@ -172,3 +172,20 @@ def test_lineage_follows_a_drift_triggered_version_to_the_batches_it_trained_on(
 
     assert f"batch {BATCH['batch_id']}, 9 rows" in text and "(in the training set)" in text
     assert "flights_2013-02.csv (accepted" in text
+
+
+def test_the_demo_says_each_rollout_stage_and_a_rollback_in_one_line():
+    from ops import demo
+
+    shadow = {"rows": 204, "errors": 0, "latency_ratio": 1.2476, "agreement": 0.7746, "score_psi": 0.1973,
+              "labelled_rows": {"candidate": 174, "production": 174},
+              "quality": {"roc_auc": {"improvement": 0.0211, "interval": [0.001, 0.04]},
+                          "f1": {"improvement": -0.0698, "interval": [-0.15, 0.01]}}}
+    [line] = demo.describe_rollout({"rollout": {"shadow": {"verdict": "shadow of version 2 passed", "numbers": shadow}}})
+    assert line == ("shadow passed: 204 rows, 0 errors, latency 1.25x production's, agreement 0.775, score PSI 0.197, "
+                    "vs production on 174 labelled: roc_auc +0.021 [+0.001, +0.040], f1 -0.070 [-0.150, +0.010]")
+    reason = f"judge_shadow: RolloutFailed: shadow of version 3 failed: error rate 0.2 > 0.01. Measured: {shadow}"
+    assert demo.describe_rollback("3", reason) == (
+        "v3 rolled back, production keeps serving: judge_shadow: RolloutFailed: shadow of version 3 failed: "
+        "error rate 0.2 > 0.01 (" + line.removeprefix("shadow passed: ") + ")")
+    assert demo.describe_rollback("3", "validate: no model") == "v3 rolled back, production keeps serving: validate: no model"
