@@ -110,11 +110,11 @@ def last_judged(state: dict, version: str) -> dict | None:
 def rejudged(state: dict, version: str, window_id: str, labelled_rows: int) -> dict:
     """A new state where the window's quality counts as judged on `labelled_rows` labels."""
     new = copy.deepcopy(state)
-    for entry in version_state(new, version)["windows"]:
-        if entry["window"] == window_id:
-            entry["rejudged_labelled_rows"] = labelled_rows
-    new["versions"][str(version)] = {**version_state(new, version),
-                                     "windows": version_state(new, version)["windows"]}
+    entry = version_state(new, version)
+    for window in entry["windows"]:
+        if window["window"] == window_id:
+            window["rejudged_labelled_rows"] = labelled_rows
+    new["versions"][str(version)] = entry
     return new
 
 
