@@ -14,43 +14,25 @@ on the columns before the congestion view and once on all of MODEL_FEATURES.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from bench.common import RESULTS, embedded_home, ingest_months
 MONTHS = [f"2013-{m:02d}" for m in range(1, 9)]
 TRAIN = ("2013-01-01", "2013-07-01")  # departures in [start, end), UTC
 TEST = ("2013-07-01", "2013-09-01")
 
 
 def main(argv: list[str] | None = None) -> int:
-    home = tempfile.mkdtemp(prefix="quality-bench-")
-    os.environ["MLOPS_HOME"] = home
-    for var in ("MLOPS_STORAGE_URL", "MLOPS_FEAST_REGISTRY", "MLOPS_FEAST_ONLINE_STORE", "MLOPS_FEAST_OFFLINE_DIR"):
-        os.environ.pop(var, None)
-    import settings
-
-    settings.get.cache_clear()
+    embedded_home("quality-bench-")
     import pandas as pd
 
-    from features import compute, ingest, names, samples, tasks
-    from features.store import FLIGHTS_TABLE, feature_store, read_offline_table
+    from features import compute, names
     from training import candidates, metrics
     from training.dataset import with_features
 
+    flights, t_ingest = ingest_months(MONTHS)
     t0 = time.perf_counter()
-    samples.export()
-    for month in MONTHS:
-        tasks.write_features(ingest.Batch(f"bench-{month}").ingest(samples.drop(month)))
-    feature_store(apply=True)
-    t_ingest = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    flights = read_offline_table(FLIGHTS_TABLE).drop_duplicates("flight_id", keep="last")
     ts = flights["event_timestamp"]
 
     def between(lo: str, hi: str):

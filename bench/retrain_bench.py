@@ -27,14 +27,11 @@ was known at the cut (`outcome_at <= cut`), as `training.dataset.labelled_flight
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from bench.common import RESULTS, embedded_home, ingest_months
 MONTHS = ["2013-01", "2013-02", "2013-07"]
 HISTORY_END = "2013-03-01"
 CUTS = {"Jul 1-7.5": "2013-07-08T12:00:00", "Jul 1-10": "2013-07-11T00:00:00", "Jul 1-14": "2013-07-15T00:00:00",
@@ -53,19 +50,12 @@ def calibration_gap(y, p) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     cache = Path(argv[0]) if argv else None
-    home = tempfile.mkdtemp(prefix="retrain-bench-")
-    os.environ["MLOPS_HOME"] = home
-    for var in ("MLOPS_STORAGE_URL", "MLOPS_FEAST_REGISTRY", "MLOPS_FEAST_ONLINE_STORE", "MLOPS_FEAST_OFFLINE_DIR"):
-        os.environ.pop(var, None)
-    import settings
-
-    settings.get.cache_clear()
+    embedded_home("retrain-bench-")
     import numpy as np
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    from features import compute, ingest, names, samples, tasks
-    from features.store import FLIGHTS_TABLE, feature_store, read_offline_table
+    from features import compute, names
     from training import candidates, gate, metrics
     from training import split as splitting
     from training.dataset import with_features
@@ -75,14 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         frame = pd.read_parquet(cache)
         t_ingest = t_join = 0.0
     else:
+        flights, t_ingest = ingest_months(MONTHS)
         t0 = time.perf_counter()
-        samples.export()
-        for month in MONTHS:
-            tasks.write_features(ingest.Batch(f"bench-{month}").ingest(samples.drop(month)))
-        feature_store(apply=True)
-        t_ingest = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        flights = read_offline_table(FLIGHTS_TABLE).drop_duplicates("flight_id", keep="last")
         last_cut = pd.Timestamp(max(CUTS.values()), tz="UTC")
         flights = flights[flights["event_timestamp"] <= last_cut]
         frame = with_features(flights).sort_values(["event_timestamp", "flight_id"], kind="stable")

@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from bench.common import REPO, measure_in_temp_home
 MONTHS = ("2013-01", "2013-02", "2013-03")
 MODEL_NAME = "flight_delay"
 FLIGHTS = 500
@@ -312,19 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients in the throughput runs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary MLOPS_HOME (logs)")
     args = parser.parse_args(argv)
-    saved_env = dict(os.environ)
-    home = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    try:
-        result = measure(args, home)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
-        if args.keep:
-            print(f"kept {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serving.json").write_text(json.dumps(result, indent=2))
+    result = measure_in_temp_home(measure, args, "bench-serving-", "serving.json")
     print(table(result))
     return 0
 

@@ -17,16 +17,14 @@ bench/results/shadow.json and a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from bench.common import measure_in_temp_home
 from bench.serving_bench import (
-    MODEL_NAME, MONTHS, RESULTS, build_features, free_port, percentiles, start, stop, use_home, workload,
+    MODEL_NAME, MONTHS, build_features, free_port, percentiles, start, stop, use_home, workload,
 )
 
 TARGET_RATIO = 1.2
@@ -139,19 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-requests", type=int, default=250, help="sequential requests per block")
     parser.add_argument("--keep", action="store_true", help="keep the temporary MLOPS_HOME (logs)")
     args = parser.parse_args(argv)
-    saved_env = dict(os.environ)
-    home = Path(tempfile.mkdtemp(prefix="bench-shadow-"))
-    try:
-        result = measure(args, home)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
-        if args.keep:
-            print(f"kept {home}")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "shadow.json").write_text(json.dumps(result, indent=2))
+    result = measure_in_temp_home(measure, args, "bench-shadow-", "shadow.json")
     print(table(result))
     return 0
 
