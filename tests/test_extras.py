@@ -35,31 +35,34 @@ def feature_table_extra():
     return check_extra(datasets.feature_table, datasets.feature_table_extra(BATCH))
 
 
-def drift_report_extra():
-    return check_extra(datasets.drift_report, datasets.drift_report_extra(
-        report_path="file:///r/1.html", json_path="file:///r/1.json", drift_share=0.25,
-        drifted_columns=["temp", "dewp"], prediction_drift=0.3, quality={"metric": "roc_auc", "value": None},
-        model_name="flight_delay", model_version="3",
-        window={"id": "w1", "start": "2013-07-01T00:00:00+00:00", "end": "2013-07-02T00:00:00+00:00", "rows": 2000,
-                "departures_from": "2013-07-01T05:00:00.000000Z", "departures_to": "2013-07-08T05:00:00.000000Z",
-                "pending_rows": 120, "files": ["a.parquet"]},
-        reason="drift",
-    ))
+def drift_report_extra(**changes):
+    """A drift_report extra as monitoring builds it (for version 3 unless `changes` say otherwise)."""
+    return check_extra(datasets.drift_report, datasets.drift_report_extra(**{
+        "report_path": "file:///r/1.html", "json_path": "file:///r/1.json", "drift_share": 0.25,
+        "drifted_columns": ["temp", "dewp"], "prediction_drift": 0.3, "quality": {"metric": "roc_auc", "value": None},
+        "model_name": "flight_delay", "model_version": "3",
+        "window": {"id": "w1", "start": "2013-07-01T00:00:00+00:00", "end": "2013-07-02T00:00:00+00:00", "rows": 2000,
+                   "departures_from": "2013-07-01T05:00:00.000000Z", "departures_to": "2013-07-08T05:00:00.000000Z",
+                   "pending_rows": 120, "files": ["a.parquet"]},
+        "reason": "drift", **changes,
+    }))
 
 
-def registered_model_extra(feature_table_events, drift_report_events):
-    return check_extra(datasets.registered_model, datasets.registered_model_extra(
-        model_name="flight_delay", version="4", run_id="r" * 32, metrics={"roc_auc": 0.71, "log_loss": 0.5},
-        champion_version="3", champion_metrics={"roc_auc": 0.70, "log_loss": 0.52}, trigger_reason="drift",
-        gate_rule="drift_and_not_worse", feature_table_events=feature_table_events,
-        drift_report_events=drift_report_events,
-    ))
+def registered_model_extra(feature_table_events, drift_report_events, **changes):
+    """A registered_model extra as training builds it (version 4 over champion 3 unless `changes` say otherwise)."""
+    return check_extra(datasets.registered_model, datasets.registered_model_extra(**{
+        "model_name": "flight_delay", "version": "4", "run_id": "r" * 32, "metrics": {"roc_auc": 0.71, "log_loss": 0.5},
+        "champion_version": "3", "champion_metrics": {"roc_auc": 0.70, "log_loss": 0.52}, "trigger_reason": "drift",
+        "gate_rule": "drift_and_not_worse", "feature_table_events": feature_table_events,
+        "drift_report_events": drift_report_events, **changes,
+    }))
 
 
-def deployed_model_extra():
-    return check_extra(datasets.deployed_model, datasets.deployed_model_extra(
-        model_name="flight_delay", version="4", previous_version="3", validation={"holdout_rows": 10},
-        smoke={"requests": 6}))
+def deployed_model_extra(**changes):
+    """A deployed_model extra as serving builds it (version 4 after 3 unless `changes` say otherwise)."""
+    return check_extra(datasets.deployed_model, datasets.deployed_model_extra(**{
+        "model_name": "flight_delay", "version": "4", "previous_version": "3", "validation": {"holdout_rows": 10},
+        "smoke": {"requests": 6}, **changes}))
 
 
 def event(asset, extra, event_id):

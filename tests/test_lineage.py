@@ -17,6 +17,7 @@ import datasets
 import storage
 from features import feeds, ingest, names, tasks
 from features.store import FLIGHTS_TABLE, feature_store, read_offline_table, table_dir
+from test_extras import deployed_model_extra, drift_report_extra, registered_model_extra
 
 
 def test_lineage_traces_a_drift_version_to_its_landing_files_and_its_outcomes_feed_part_files(home, samples_dir):
@@ -53,19 +54,11 @@ def test_lineage_traces_a_drift_version_to_its_landing_files_and_its_outcomes_fe
 
     stored = {  # the events, as the producers' builders make them: a drift-triggered version names no batch
         "feature_table": [{"id": 7, "timestamp": "t", "extra": datasets.feature_table_extra(batch)}],
-        "drift_report": [{"id": 8, "timestamp": "t", "extra": datasets.drift_report_extra(
-            report_path="file:///r/1.html", json_path="file:///r/1.json", drift_share=0.6,
-            drifted_columns=["temp"], prediction_drift=0.3, quality={}, model_name="flight_delay",
-            model_version="4", window={"id": "w", "start": None, "end": None, "departures_from": None, "departures_to": None,
-                    "rows": 0, "pending_rows": None, "files": []},
-            reason="drift")}],
-        "registered_model": [{"id": 9, "timestamp": "t", "extra": datasets.registered_model_extra(
-            model_name="flight_delay", version="5", run_id="r" * 32, metrics={}, champion_version="4",
-            champion_metrics={}, trigger_reason="drift", gate_rule="drift_and_not_worse",
-            feature_table_events=[], drift_report_events=[{"id": 8, "report_path": "file:///r/1.html",
-                                                            "model_version": "4"}])}],
-        "deployed_model": [{"id": 10, "timestamp": "t", "extra": datasets.deployed_model_extra(
-            model_name="flight_delay", version="5", previous_version="4", validation={}, smoke={})}],
+        "drift_report": [{"id": 8, "timestamp": "t", "extra": drift_report_extra(model_version="4", drift_share=0.6)}],
+        "registered_model": [{"id": 9, "timestamp": "t", "extra": registered_model_extra(
+            [], [{"id": 8, "report_path": "file:///r/1.html", "model_version": "4"}],
+            version="5", champion_version="4")}],
+        "deployed_model": [{"id": 10, "timestamp": "t", "extra": deployed_model_extra(version="5", previous_version="4")}],
     }
     client = SimpleNamespace(asset_events=lambda name, limit=100: stored[name])
     cfg = SimpleNamespace(mlflow_tracking_uri="http://mlflow", model_name="flight_delay")
