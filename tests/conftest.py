@@ -177,7 +177,7 @@ def local_stack(request, tmp_path_factory, samples_dir):
     cfg = reload_settings()
     shutil.copytree(samples_dir, home / "samples", dirs_exist_ok=True)
     try:
-        stack.up(cfg, timeout=300)
+        stack.up(cfg, timeout=300, later=frozenset({"evidently"}))
         yield cfg
     finally:
         stack.down(cfg)
