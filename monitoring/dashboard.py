@@ -8,7 +8,7 @@ tag (`v<N>`) and metadata (`model_version`, `window`), and its timestamp is the
 window's last request, so the x axis is the traffic's time (event time in a replay).
 
 Panels (created idempotently: fixed ids, the dashboard rewritten only when it differs):
-- drifted share: the share of drifted columns Evidently reported;
+- drifted share: the share of drifted columns Evidently reported, beside the policy's limit;
 - top columns' drift scores: the `TOP_COLUMNS` highest column scores of each window;
 - served quality: ROC AUC, log loss and calibration gap, once enough labels are known;
 - feature freshness: per feature view, the median age (minutes) of the values served.
@@ -45,6 +45,9 @@ VERSION = "model_version"  # the grouping column of a run's frame: each figure's
 TAB = "Monitoring"
 TOP_COLUMNS = 5
 DRIFT_SHARE = "drift_share"
+# The policy's limit beside the share: a reader sees which windows crossed it. (With one window the
+# share alone also drew a flat axis whose one tick read "0" under a share of 0.304.)
+DRIFT_SHARE_LIMIT = "drift_share_limit"
 QUALITY = {"roc_auc": "ROC AUC", "log_loss": "log loss", "calibration_gap": "calibration gap"}
 SCORE_PREFIX = "drift_score__"  # + column name
 AGE_PREFIX = "age_min__"  # + feature view name
@@ -85,6 +88,9 @@ def figures(summary: dict, rows) -> dict[str, float]:
     share = _finite(summary.get("drift_share"))
     if share is not None:
         out[DRIFT_SHARE] = share
+    limit = _finite(summary.get("share_threshold"))
+    if limit is not None:
+        out[DRIFT_SHARE_LIMIT] = limit
     scores = {c: v for c, s in (summary.get("column_scores") or {}).items() if (v := _finite(s)) is not None}
     for column in sorted(scores, key=lambda c: (-scores[c], c))[:TOP_COLUMNS]:
         out[SCORE_PREFIX + column] = scores[column]
@@ -152,8 +158,9 @@ def panels(model_name: str) -> list:
     from features.names import MODEL_FEATURES, VIEW_NAMES
 
     specs = [
-        (Panel.DRIFT_SHARE, "Evidently's share of drifted columns in each window, per model version",
-         [_series(DRIFT_SHARE, "drifted share v{{label}}")], "half"),
+        (Panel.DRIFT_SHARE, "Evidently's share of drifted columns in each window, per model version, and the "
+                            "limit above which the window counts as drifted",
+         [_series(DRIFT_SHARE, "drifted share v{{label}}"), _series(DRIFT_SHARE_LIMIT, "limit v{{label}}")], "half"),
         (Panel.TOP_COLUMNS, f"Drift score of each window's {TOP_COLUMNS} highest-scoring columns (Wasserstein)",
          [_series(SCORE_PREFIX + c, f"{c} v{{{{label}}}}") for c in MODEL_FEATURES], "half"),
         (Panel.QUALITY, "On served flights whose outcome is known (log loss and calibration gap: lower is better)",

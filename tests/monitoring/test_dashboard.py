@@ -102,9 +102,10 @@ def test_each_report_adds_a_run_and_every_panel_plots_each_version(dash_env):
         versions = {s.params["label"] for s in series}
         assert versions == set(VERSIONS), (title, [s.params for s in series])
         assert all(any(v is not None for v in s.values) for s in series), title
-    share = [s for s in _series(cfg, panels[dashboard.Panel.DRIFT_SHARE]) if s.params["label"] == "1"][0]
+    share, limit = [s for s in _series(cfg, panels[dashboard.Panel.DRIFT_SHARE]) if s.params["label"] == "1"]
     assert [round(v, 4) for v in share.values if v is not None] == [s["drift_share"] for s in summaries[:WINDOWS]]
     assert share.values[0] < share.values[WINDOWS - 1], "the weather drifts more in each window"
+    assert [v for v in limit.values if v is not None] == [cfg.drift_share_threshold] * WINDOWS
     quality = _series(cfg, panels[dashboard.Panel.QUALITY])
     assert len(quality) == len(dashboard.QUALITY) * len(VERSIONS)
 
