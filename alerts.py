@@ -13,6 +13,8 @@ Who sends what:
   a report that cannot be built;
 - dataops, files or rows quarantined (`quarantined`);
 - monitoring, features missing from served rows (`data_quality_incident`);
+- serving, a promotion waiting for a person's approval (`approval_needed`,
+  `serving.approval`; the rejection itself is the failed `approve_promotion` step's);
 - Airflow's Deadline Alerts (`deadline_missed`, run by the triggerer): a registered
   version not serving within `MLOPS_DEPLOY_DEADLINE_MINUTES`;
 - the ingest deadline (`features.ingest_deadline.send_alerts`, kind `deadline_missed`): a
@@ -38,7 +40,7 @@ ALERTS_FILE = ("alerts", "alerts.jsonl")  # under MLOPS_HOME
 
 @dataclass
 class Alert:
-    kind: str  # task_failed | quarantined | data_quality_incident | deadline_missed
+    kind: str  # task_failed | quarantined | data_quality_incident | deadline_missed | approval_needed
     title: str
     text: str
     fields: dict = field(default_factory=dict)

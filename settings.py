@@ -97,6 +97,8 @@ class Settings:
     rollout_min_agreement: float
     rollout_max_score_psi: float
     rollout_min_labelled: int
+    promotion_approval: str  # off | required: a person approves between the canary and full promotion
+    promotion_approval_minutes: float  # no answer within this: rejected (production left alone)
     alert_webhook_url: str
     # -- monitoring
     monitor_window_days: float
@@ -178,6 +180,8 @@ def load() -> Settings:
         rollout_min_agreement=_float("MLOPS_ROLLOUT_MIN_AGREEMENT", 0.9),
         rollout_max_score_psi=_float("MLOPS_ROLLOUT_MAX_SCORE_PSI", 0.2),
         rollout_min_labelled=_int("MLOPS_ROLLOUT_MIN_LABELLED", 500),
+        promotion_approval=_env("MLOPS_PROMOTION_APPROVAL", "off").lower(),
+        promotion_approval_minutes=_float("MLOPS_PROMOTION_APPROVAL_MINUTES", 24 * 60.0),
         alert_webhook_url=_env("MLOPS_ALERT_WEBHOOK_URL", ""),
         monitor_window_days=_float("MLOPS_MONITOR_WINDOW_DAYS", 7.0),
         monitor_min_rows=_int("MLOPS_MONITOR_MIN_ROWS", 2000),

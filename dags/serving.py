@@ -14,6 +14,16 @@ with the reason; only a clean deployment emits `deployed_model`. `rollback` is t
 only leaf, so it also fails the run when an earlier step failed (say validation),
 naming that step's reason and leaving production alone. A manual run can name
 versions in its conf: {"versions": ["7"]}.
+
+With `MLOPS_PROMOTION_APPROVAL=required`, `approve_promotion` (Airflow's human-in-the-loop
+ApprovalOperator, `serving.approval`) sits between the canary's verdict and `promote`: it
+alerts a person and waits, holding no worker slot, with the shadow's and canary's numbers in
+its question, while the canary keeps answering its share. Approve promotes. Reject, or no
+answer within `MLOPS_PROMOTION_APPROVAL_MINUTES`, fails that step on purpose (a skip would end
+the run green with the candidate still on the server): `rollback` then removes the candidate,
+tags the version and fails the run naming who rejected, production untouched and no
+`deployed_model`. Nothing is asked when the canary was not staged (a first deployment,
+`MLOPS_ROLLOUT=direct`). With `off` (the default) the step does not exist.
 """
 
 from __future__ import annotations
@@ -28,12 +38,17 @@ import settings
 from alerts import on_task_failure
 from datasets import deployed_model, registered_model
 from serving.failures import recording_failure
+from serving.approval import PromotionApproval
 from serving.sensor import RolloutSensor, ServerVersionSensor
 
 cfg = settings.get()
-# a staged rollout may wait for its shadow and canary on top of the deployment itself
+if cfg.promotion_approval not in ("off", "required"):
+    raise ValueError(f"MLOPS_PROMOTION_APPROVAL is {cfg.promotion_approval!r}: off or required")
+APPROVAL = cfg.rollout == "staged" and cfg.promotion_approval == "required"
+# a staged rollout may wait for its shadow and canary (and a person) on top of the deployment itself
 DEADLINE_MINUTES = cfg.deploy_deadline_minutes + (
-    cfg.shadow_max_minutes + cfg.canary_max_minutes if cfg.rollout == "staged" else 0)
+    cfg.shadow_max_minutes + cfg.canary_max_minutes if cfg.rollout == "staged" else 0) + (
+    cfg.promotion_approval_minutes if APPROVAL else 0)
 
 
 @dag(
@@ -153,6 +168,13 @@ def serving():
     canary_verdict = judge_canary(canary)
     canary_rows >> canary_verdict
     promotion = promote(version, validation, canary_verdict)
+    rollout_steps = [shadow, shadow_rows, shadow_verdict, canary, canary_rows, canary_verdict]
+    if APPROVAL:
+        approval = PromotionApproval(task_id="approve_promotion", minutes=cfg.promotion_approval_minutes,
+                                     verdict_task_ids=(shadow_verdict.operator.task_id,
+                                                       canary_verdict.operator.task_id))
+        canary_verdict >> approval >> promotion
+        rollout_steps.append(approval)
     reloaded = reload_server(promotion)
     served = ServerVersionSensor(
         task_id="wait_for_server",
@@ -164,7 +186,6 @@ def serving():
     smoke = smoke_test(promotion)
     served >> smoke
     published = publish(promotion, validation, smoke, shadow_verdict, canary_verdict)
-    rollout_steps = [shadow, shadow_rows, shadow_verdict, canary, canary_rows, canary_verdict]
     [*rollout_steps, promotion, reloaded, served, smoke, published] >> rollback(
         promotion.operator.task_id, [shadow.operator.task_id, canary.operator.task_id])
 

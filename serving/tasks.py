@@ -11,6 +11,9 @@ Order of a deployment, and what a failure at each step leaves behind:
    for enough shadow rows or time, `serving.rollout` judges; then the same as a canary
    answering its share of flights; a failure removes the candidate (production never
    stopped serving everything else), tags the version and fails the run with the reason;
+2c. with `MLOPS_PROMOTION_APPROVAL=required`, after a staged canary passed, a person
+   approves (`serving.approval`, shown `approval_request`); a rejection or no answer in
+   time fails the step (`approval_outcome`), and the rollback removes the candidate as in 2b;
 3. promote: `production` -> the version, `previous` -> the old production, the
    deployment history tags (`serving.registry`) updated;
 4. reload the server and wait (deferrable sensor) until GET /version reports it;
@@ -186,6 +189,86 @@ def _finite(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+# -- 2c. a person's approval (MLOPS_PROMOTION_APPROVAL=required) ---------------------------
+APPROVE, REJECT = "Approve", "Reject"
+
+
+def approval_request(shadow: dict | None, canary: dict | None, minutes: float) -> dict | None:
+    """What a person is asked before promotion, with the shadow's and canary's numbers: {subject, body,
+    version, production_version}; None when there is nothing to ask (the canary was not staged: a first
+    deployment or MLOPS_ROLLOUT=direct is not held for approval)."""
+    if not canary or not canary.get("staged"):
+        return None
+    version, production = str(canary["version"]), canary.get("production_version")
+    body = [f"Version **{version}** passed its shadow and its canary beside production **{production}**, "
+            f"which serves every flight outside the canary's {_number(canary.get('share'))} share meanwhile.",
+            "",
+            f"- **Approve**: version {version} is promoted to all traffic.",
+            f"- **Reject**, or no answer within {minutes:g} minutes: version {version} is removed from the "
+            f"server and production {production} is left alone.", ""]
+    for verdict in (shadow, canary):
+        if verdict and verdict.get("staged"):
+            body += _verdict_lines(verdict)
+    return {"subject": f"Promote version {version} to all traffic? (production: {production})",
+            "body": "\n".join(body), "version": version, "production_version": production}
+
+
+def _verdict_lines(verdict: dict) -> list[str]:
+    lines = [f"**{verdict['stage']}** since {verdict.get('since')}: {verdict.get('verdict')}", "",
+             "| measure | value |", "|---|---|"]
+    lines += [f"| {key} | {_number(value)} |" for key, value in _flat(verdict.get("numbers") or {})]
+    return lines + [""]
+
+
+def _flat(numbers: dict, prefix: str = ""):
+    for key, value in numbers.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _number(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "n/a" if value is None else str(value)
+
+
+def approval_outcome(event: dict, canary: dict, minutes: float) -> tuple[bool, str]:
+    """(approved, what the run says) from the answer the approval step resumed with.
+
+    A rejection names who rejected; no answer within the timeout is taken as a rejection
+    (the operator's default) and says so.
+    """
+    version, production = canary["version"], canary.get("production_version")
+    chosen = list(event.get("chosen_options") or [])
+    user = event.get("responded_by_user") or {}
+    who = (f"{user.get('name') or user.get('id')} (user id {user.get('id')})" if user.get("id") is not None
+           else user.get("name") or None)
+    at = event.get("responded_at")
+    at = at.isoformat(timespec="seconds") if hasattr(at, "isoformat") else at
+    if chosen == [APPROVE]:
+        return True, f"promotion of version {version} approved by {who or 'an unnamed user'} at {at}"
+    if event.get("timedout") or who is None:
+        return False, (f"promotion of version {version} was not approved: no answer within {minutes:g} minutes "
+                       f"(taken as {REJECT}). Production {production} is left alone")
+    return False, (f"promotion of version {version} rejected by {who} at {at} (chosen: {chosen}). "
+                   f"Production {production} is left alone")
+
+
+def approval_alert(request: dict, link: str | None, run_id: str | None, minutes: float):
+    """The alert telling a person that a promotion waits for their answer."""
+    from alerts import Alert
+
+    return Alert(
+        kind="approval_needed", title=request["subject"],
+        text=f"answer within {minutes:g} minutes (no answer: rejected) at {link or 'Airflow: Required Actions'}"
+             f"\n{request['body']}",
+        fields={"dag_id": "serving", "task_id": "approve_promotion", "run_id": run_id,
+                "version": request["version"], "production_version": request["production_version"],
+                "link": link})
 
 
 # -- 3. promote -----------------------------------------------------------------------

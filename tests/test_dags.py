@@ -95,3 +95,29 @@ def test_a_dag_file_imports_nothing_heavy(dag_file):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("approval, rollout, expected", [
+    ("off", "staged", False), ("required", "staged", True), ("required", "direct", False)])
+def test_the_approval_step_exists_only_when_required_in_a_staged_rollout(monkeypatch, approval, rollout, expected):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from support import reload_settings
+
+    monkeypatch.setenv("MLOPS_PROMOTION_APPROVAL", approval)
+    monkeypatch.setenv("MLOPS_ROLLOUT", rollout)
+    monkeypatch.setenv("MLOPS_PROMOTION_APPROVAL_MINUTES", "90")
+    cfg = reload_settings()
+    try:
+        dag = DagBag(dag_folder=str(REPO / "dags" / "serving.py")).dags["serving"]
+    finally:
+        monkeypatch.undo()
+        reload_settings()
+    assert ("approve_promotion" in dag.task_ids) is expected
+    deadline = dag.deadline[0] if isinstance(dag.deadline, list) else dag.deadline
+    rollout_minutes = cfg.shadow_max_minutes + cfg.canary_max_minutes if rollout == "staged" else 0
+    # the run's deadline allows for the person's answer
+    assert deadline.interval.total_seconds() == (cfg.deploy_deadline_minutes + rollout_minutes
+                                                 + (90 if expected else 0)) * 60
+    if expected:
+        assert dag.get_task("approve_promotion").downstream_task_ids == {"promote", "rollback"}
