@@ -137,6 +137,12 @@ class RolloutRowsTrigger(BaseTrigger):
     Counts from parquet footers (`serving.rollout.count_rows`), off the event loop.
     """
 
+    # Airflow 3.3.2 (LocalExecutor) can fail a deferred task whose trigger fires within about 5 s of deferring:
+    # the deferring process's exit is reported after the resumed try was queued under the same key, and the
+    # scheduler marks that try failed ("finished with state success, but the task instance's state attribute
+    # is queued"; apache/airflow#66374, #72716 are the same family). Seen with a shadow filling in 4 s.
+    EARLIEST_EVENT_SECONDS = 8.0
+
     def __init__(self, version: str, role: str, since_epoch: float, min_rows: int, deadline: float,
                  poll_seconds: float = 5.0):
         super().__init__()
@@ -159,6 +165,10 @@ class RolloutRowsTrigger(BaseTrigger):
             except Exception as exc:  # storage hiccup: ask again next poll
                 self.log.warning("counting %s rows of %s failed: %s", self.role, self.version, exc)
                 rows = -1
+            too_soon = self.EARLIEST_EVENT_SECONDS - (time.time() - started)
+            if rows >= self.min_rows and too_soon > 0 and time.time() < self.deadline:
+                await asyncio.sleep(too_soon)
+                continue
             if rows >= self.min_rows or time.time() >= self.deadline:
                 yield TriggerEvent({"status": "enough" if rows >= self.min_rows else "time", "rows": max(rows, 0),
                                     "waited_seconds": time.time() - started})
