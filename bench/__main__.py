@@ -18,7 +18,7 @@ import bench
 
 
 # Run only when named: they start several stacks of their own and would double `make bench`.
-OPT_IN = {"celery", "retrain"}  # retrain: about 13 min of fitting
+OPT_IN = {"celery", "retrain", "rollout"}  # retrain: about 13 min of fitting; rollout: a stack of its own, ~6 min
 
 
 def available() -> list[str]:
