@@ -8,6 +8,7 @@ monitoring trigger asks for the production version from the triggerer.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 # -- aliases ------------------------------------------------------------------------------------
@@ -23,7 +24,7 @@ class Tag:
     FEATURE_SERVICE = "feature_service"
     TRIGGER_REASON = "trigger_reason"
     DATA_AS_OF = "data_as_of"  # ISO: only outcomes known by then were used
-    TRAINING_BATCHES = "training_batches"  # JSON list of the batch ids in the training set
+    TRAINING_BATCHES = "training_batches"  # the batch ids in the training set: `training_batches_tag`
     FEATURE_TABLE_EVENTS = "feature_table_events"  # JSON list of asset event ids
     DRIFT_REPORT_EVENTS = "drift_report_events"
     TEST_METRIC_PREFIX = "test_"  # test_<metric>: the test-part metrics, also logged as run metrics
@@ -112,3 +113,34 @@ def point_alias(mlflow_client, name: str, alias: str, version: str | None) -> No
 
 def version_tags(mlflow_client, name: str, version: str) -> dict[str, str]:
     return dict(mlflow_client.get_model_version(name, str(version)).tags or {})
+
+
+# -- the batches of a training set ------------------------------------------------------------------
+# A version records the batches its training set came from (lineage follows them back). The outcomes
+# feed adds a batch every hour (about 45 characters each), and MLflow caps a version tag at 100,000
+# characters: a list that long lives in the run's artifact and the tag says where.
+BATCHES_ARTIFACT = "training_batches.json"
+BATCHES_TAG_LIMIT = 20_000  # characters of JSON kept in the tag itself
+
+
+def training_batches_tag(batch_ids: list[str]) -> tuple[str, bool]:
+    """(the `training_batches` tag's value, whether the list must also be logged as the run's
+    `BATCHES_ARTIFACT`): the JSON list when it is short, else its size and ends and where the list is."""
+    listed = json.dumps(list(batch_ids))
+    if len(listed) <= BATCHES_TAG_LIMIT:
+        return listed, False
+    return json.dumps({"artifact": BATCHES_ARTIFACT, "count": len(batch_ids), "first": batch_ids[0],
+                       "last": batch_ids[-1]}), True
+
+
+def training_batches(mlflow_client, name: str, version: str) -> list[str]:
+    """The batches of the version's training set, from its tag or, for a long list, its run's artifact."""
+    import tempfile
+    from pathlib import Path
+
+    mv = mlflow_client.get_model_version(name, str(version))
+    recorded = json.loads((mv.tags or {}).get(Tag.TRAINING_BATCHES) or "[]")
+    if isinstance(recorded, list):
+        return recorded
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(mlflow_client.download_artifacts(mv.run_id, recorded["artifact"], tmp)).read_text())

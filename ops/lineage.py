@@ -38,13 +38,10 @@ def _by_version(events: list[dict], version: str) -> dict | None:
 
 
 def training_batches(cfg: settings.Settings, version: str) -> list[str]:
-    """The batches in the version's training set (version tag `training_batches`)."""
-    import json
-
+    """The batches in the version's training set (version tag `training_batches`, or its run's artifact)."""
     import model_registry
 
-    tags = model_registry.version_tags(model_registry.client(cfg.mlflow_tracking_uri), cfg.model_name, version)
-    return json.loads(tags.get(model_registry.Tag.TRAINING_BATCHES) or "[]")
+    return model_registry.training_batches(model_registry.client(cfg.mlflow_tracking_uri), cfg.model_name, version)
 
 
 def _feed_lines(traces) -> list[str]:

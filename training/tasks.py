@@ -21,6 +21,7 @@ import re
 import settings
 import storage
 import datasets
+import model_registry
 from model_registry import Tag
 from training import events, gate as gate_rules, split as splitting
 
@@ -338,7 +339,7 @@ def _version_tags(decision: dict, dataset_summary: dict, trigger: dict) -> dict[
         Tag.DECISION_THRESHOLD: str(challenger["decision_threshold"]),
         Tag.DATA_AS_OF: dataset_summary["as_of"],
         "window_weeks": str(dataset_summary["window_weeks"]),
-        Tag.TRAINING_BATCHES: json.dumps(dataset_summary["batch_ids"]),
+        Tag.TRAINING_BATCHES: model_registry.training_batches_tag(dataset_summary["batch_ids"])[0],
         "training_run_key": dataset_summary["run_key"],
         "candidate": challenger["family"],
         "gate_rule": decision["rule"],
@@ -372,6 +373,8 @@ def register(decision: dict, dataset_summary: dict, trigger: dict) -> dict:
         raise ValueError(f"the gate did not approve this challenger: {decision['explanation']}")
     mlflow_client = tracking.client()
     challenger = decision["challenger"]
+    if model_registry.training_batches_tag(dataset_summary["batch_ids"])[1]:  # too long for the tag
+        mlflow_client.log_dict(challenger["run_id"], dataset_summary["batch_ids"], model_registry.BATCHES_ARTIFACT)
     mv = registry.register_once(
         mlflow_client, decision["model_name"], challenger["model_uri"], challenger["model_id"],
         challenger["run_id"], _version_tags(decision, dataset_summary, trigger),
