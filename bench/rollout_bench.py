@@ -49,7 +49,8 @@ def copy_of_production(cfg) -> str:
     production = model_registry.production_version(cfg.mlflow_tracking_uri, cfg.model_name)
     source = client.get_model_version(cfg.model_name, production)
     copy = client.create_model_version(cfg.model_name, source.source, run_id=source.run_id,
-                                       tags=dict(source.tags), description=f"a copy of v{production} (bench)")
+                                       model_id=getattr(source, "model_id", None), tags=dict(source.tags),
+                                       description=f"a copy of v{production} (bench)")
     deadline = time.monotonic() + 60
     while client.get_model_version(cfg.model_name, copy.version).status != "READY":
         if time.monotonic() > deadline:
