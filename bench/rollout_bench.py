@@ -48,9 +48,10 @@ def copy_of_production(cfg) -> str:
     client = model_registry.client(cfg.mlflow_tracking_uri)
     production = model_registry.production_version(cfg.mlflow_tracking_uri, cfg.model_name)
     source = client.get_model_version(cfg.model_name, production)
-    copy = client.create_model_version(cfg.model_name, source.source, run_id=source.run_id,
-                                       model_id=getattr(source, "model_id", None), tags=dict(source.tags),
-                                       description=f"a copy of v{production} (bench)")
+    # MLflow 3 names a logged model in the source (models:/m-<id>) and wants its id beside it
+    model_id = source.source.split("/", 1)[1] if source.source.startswith("models:/") else None
+    copy = client.create_model_version(cfg.model_name, source.source, run_id=source.run_id, model_id=model_id,
+                                       tags=dict(source.tags), description=f"a copy of v{production} (bench)")
     deadline = time.monotonic() + 60
     while client.get_model_version(cfg.model_name, copy.version).status != "READY":
         if time.monotonic() > deadline:
