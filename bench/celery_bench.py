@@ -33,6 +33,7 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
+from bench.common import stack_addresses
 from bench.serving_bench import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,12 +54,8 @@ def profile_environment(home: Path, workers: int) -> dict[str, str]:
         if line and not line.startswith("#"):
             key, value = line.split("=", 1)
             env[key] = value.replace("mlops_celery_", tag).replace("http://127.0.0.1:9000", s3)
+    env.update(stack_addresses(home))
     env.update({
-        "PYTHONPATH": str(REPO), "MLOPS_HOME": str(home),
-        "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
-        "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-        "MLOPS_EVIDENTLY_PORT": str(free_port()),
         "MLOPS_REDIS_PREFIX": f"{tag}:", "MLOPS_FEAST_PROJECT": f"fd_{tag}",
         "MLOPS_CELERY_WORKERS": str(workers), "MLOPS_GATE_MARGIN": "-1",
     })

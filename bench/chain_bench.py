@@ -41,7 +41,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.support import free_port
+from bench.common import stack_addresses
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -372,11 +372,8 @@ def run_profile(args, profile: str) -> dict | None:
         env = profile_environment(home, workers=2)
     else:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW__", "MLFLOW_"))}
+    env.update(stack_addresses(home))
     env.update({
-        "PYTHONPATH": str(REPO), "MLOPS_HOME": str(home),
-        "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
-        "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
         "MLOPS_GATE_MARGIN": "-1", "MLOPS_TRAINING_WINDOW_WEEKS": "8",
         # Every run must deploy: with the margin at -1 a hist_gb challenger replaces a logreg
         # champion about twice as slow per row, which the 1.5x latency ratio refuses (seen in

@@ -15,6 +15,19 @@ RESULTS = REPO / "bench" / "results"
 STORAGE_VARS = ("MLOPS_STORAGE_URL", "MLOPS_FEAST_REGISTRY", "MLOPS_FEAST_ONLINE_STORE", "MLOPS_FEAST_OFFLINE_DIR")
 
 
+def stack_addresses(home: Path) -> dict[str, str]:
+    """The environment of a stack of the bench's own: its home, and every service on a free loopback port."""
+    from tests.support import free_port
+
+    return {
+        "PYTHONPATH": str(REPO), "MLOPS_HOME": str(home),
+        "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+        "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "MLOPS_EVIDENTLY_PORT": str(free_port()),
+    }
+
+
 def embedded_home(prefix: str) -> str:
     """A new temporary MLOPS_HOME for this process, with the embedded stack's storage (local files)."""
     home = tempfile.mkdtemp(prefix=prefix)

@@ -28,8 +28,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.common import REPO, RESULTS
-from bench.serving_bench import free_port
+from bench.common import REPO, RESULTS, stack_addresses
 
 MONTHS = ["2013-01", "2013-02"]
 REPLAY_MONTH = "2013-03"
@@ -172,13 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
     out = home / "result.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW__", "MLFLOW_"))}
-    env.update({
-        "PYTHONPATH": str(REPO), "MLOPS_HOME": str(home),
-        "MLOPS_AIRFLOW_URL": f"http://127.0.0.1:{free_port()}",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
-        "MLOPS_MODEL_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-        "MLOPS_EVIDENTLY_PORT": str(free_port()),
-    })
+    env.update(stack_addresses(home))
     samples = REPO / ".local" / "samples"
     if samples.exists():
         shutil.copytree(samples, home / "samples")

@@ -15,7 +15,6 @@ and asks nobody); the next ones meet the traffic a thread sends to the model ser
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from ops.airflow_api import AirflowClient
+from support import Traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -134,41 +134,6 @@ class Api:
 
     def deployed_events(self) -> list[dict]:
         return self.client.asset_events("deployed_model")
-
-
-class Traffic:
-    """Requests to the model server from a thread, round and round the bodies, until stopped."""
-
-    def __init__(self, url: str, bodies: list[dict]):
-        self.http, self.bodies = httpx.Client(base_url=url, timeout=10), bodies
-        self.stop, self.answers, self.errors = threading.Event(), [], 0
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        i = 0
-        while not self.stop.is_set():
-            try:
-                resp = self.http.post("/predict", json=self.bodies[i % len(self.bodies)])
-                if resp.status_code == 200:
-                    self.answers.append(resp.json())
-                else:
-                    self.errors += 1
-            except httpx.HTTPError:
-                self.errors += 1
-            i += 1
-            self.stop.wait(0.02)
-
-    def since(self, mark: int) -> set[str]:
-        return {a["model_version"] for a in self.answers[mark:]}
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=30)
-        self.http.close()
 
 
 def served_version(cfg) -> str | None:

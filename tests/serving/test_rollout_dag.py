@@ -4,13 +4,13 @@ thread, and a version trained on a skewed sample rolled back from its shadow wit
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 from serving_helpers import FLIGHT, LiveServer, free_port, unique_name
 from test_dag import failure_reason, run, server_version
 
 import model_registry
+from support import Traffic
 
 ROLLOUT_ENV = {
     "MLOPS_ROLLOUT": "staged", "MLOPS_SHADOW_MIN_ROWS": "150", "MLOPS_SHADOW_MAX_MINUTES": "2",
@@ -47,35 +47,6 @@ def traffic_bodies(split) -> list[dict]:
     rows = labelled_flights_between(split.test_range[0], split.test_range[1], cap=400)
     as_of = pd.Timestamp(FLIGHT["as_of"])
     return [flight_table_body(row, as_of=as_of) for _, row in rows.iterrows()]
-
-
-class Traffic:
-    """Requests to the server from a thread, round and round the bodies, until stopped."""
-
-    def __init__(self, url: str, bodies: list[dict]):
-        import httpx
-
-        self.http, self.bodies = httpx.Client(base_url=url, timeout=10), bodies
-        self.stop, self.answers = threading.Event(), []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        i = 0
-        while not self.stop.is_set():
-            resp = self.http.post("/predict", json=self.bodies[i % len(self.bodies)])
-            if resp.status_code == 200:
-                self.answers.append(resp.json())
-            i += 1
-            self.stop.wait(0.02)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=30)
-        self.http.close()
 
 
 @pytest.fixture
