@@ -34,6 +34,7 @@ from bench.serving_bench import (
 
 TARGET_RATIO = 1.2
 TOKEN = "bench-admin-token"
+ADMIN_TIMEOUT = 180.0  # s: setting a shadow waits for its worker to start (not timed)
 
 
 def register_versions(mlflow_url: str) -> tuple[str, str]:
@@ -101,8 +102,8 @@ def measure(args, home: Path) -> dict:
                 timed_block(http, "/predict", payloads, 0, 200)  # warm up
                 # the shadow's first load (download) happens once, outside the timed blocks
                 http.post("/admin/candidate", json={"version": shadow, "mode": "shadow"},
-                          headers=admin).raise_for_status()
-                http.delete("/admin/candidate", headers=admin).raise_for_status()
+                          headers=admin, timeout=ADMIN_TIMEOUT).raise_for_status()
+                http.delete("/admin/candidate", headers=admin, timeout=ADMIN_TIMEOUT).raise_for_status()
             at = 0
             print(f"measuring {args.blocks} blocks of {args.block_requests} requests per mode on {list(bases)} ...",
                   flush=True)
@@ -115,12 +116,13 @@ def measure(args, home: Path) -> dict:
                     run = runs[label]
                     if with_shadow:
                         http.post("/admin/candidate", json={"version": shadow, "mode": "shadow"},
-                                  headers=admin).raise_for_status()
+                                  headers=admin, timeout=ADMIN_TIMEOUT).raise_for_status()
                     run["with_shadow" if with_shadow else "without_shadow"] += timed_block(
                         http, "/predict", payloads, at, args.block_requests)
                     if with_shadow:
                         time.sleep(0.2)  # the queue drains before the counts are read
-                        counts = http.delete("/admin/candidate", headers=admin).json()["counts"]
+                        counts = http.delete("/admin/candidate", headers=admin,
+                                             timeout=ADMIN_TIMEOUT).json()["counts"]
                         run["scored"] += counts["shadow_scored"]
                         run["dropped"] += counts["shadow_dropped"]
                 at += args.block_requests

@@ -33,17 +33,23 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import threading
 import time
 from datetime import datetime
 from multiprocessing.connection import wait
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+# Light imports only: the worker process imports this module before it is niced; the heavy
+# libraries (pandas, scikit-learn, through the models) are imported in `_main`, niced.
 from features.names import MODEL_FEATURES
 from serving.inference_log import AS_OF, BASELINE_MS, MODEL_MS, PREDICTION, PROBABILITY, ROLE, SHADOW, freshness
-from serving.model import LoadedModel, LoadFailed
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from serving.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +72,8 @@ class ShadowWorker:
         self._results, sender = _CONTEXT.Pipe(duplex=False)
         self.process = _CONTEXT.Process(
             target=_main, name=f"shadow-{candidate.version}", daemon=True,
-            args=(self._jobs, sender, candidate, production, (store.root, store.s3_endpoint_url), flush_rows,
-                  flush_seconds, niceness))
+            args=(self._jobs, sender, pickle.dumps((candidate, production), protocol=pickle.HIGHEST_PROTOCOL),
+                  (store.root, store.s3_endpoint_url), flush_rows, flush_seconds, niceness))
         self._sender = sender
         self._lock = threading.Lock()
         self._submitted = 0  # rows put on the queue
@@ -80,6 +86,8 @@ class ShadowWorker:
     # -- lifecycle (off the request path) --------------------------------------------
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> "ShadowWorker":
         """Start the process and wait until it has loaded the models. Raises LoadFailed."""
+        from serving.model import LoadFailed
+
         started = time.monotonic()
         self.process.start()
         self._sender.close()  # the child holds the only writing end: its exit is an EOF here
@@ -191,14 +199,15 @@ class ShadowWorker:
                       "and every row from now on", self.version, self.process.exitcode, lost)
 
 
-def _main(jobs, results, candidate: LoadedModel, production: LoadedModel | None, store: tuple[str, str],
-          flush_rows: int, flush_seconds: float, niceness: int) -> None:
+def _main(jobs, results, models: bytes, store: tuple[str, str], flush_rows: int, flush_seconds: float,
+          niceness: int) -> None:
     """The shadow process: score batches of requests, log them, report counts, until the end marker."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s shadow worker %(levelname)s %(message)s")
     try:
-        os.nice(niceness)
+        os.nice(niceness)  # first: loading the libraries and the models is niced too
     except OSError:
         pass
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s shadow worker %(levelname)s %(message)s")
+    candidate, production = pickle.loads(models)
     import storage
     from serving.inference_log import InferenceLog
     from serving.model import limit_thread_pools
@@ -239,6 +248,7 @@ def _main(jobs, results, candidate: LoadedModel, production: LoadedModel | None,
 def score(batch: list[tuple], candidate: LoadedModel, production: LoadedModel | None) -> list[dict]:
     """The log rows of a batch of shadowed requests: the candidate's predictions, with its time on the whole
     batch (`model_ms`) and production's on the same rows, timed beside it (`baseline_ms`)."""
+    import numpy as np
     import pandas as pd
 
     values = np.vstack([job[1] for job in batch])
