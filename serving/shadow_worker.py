@@ -14,7 +14,8 @@ threads is unsafe), one per shadow candidate:
   `multiprocessing.Queue` with `put_nowait`: the request keys, the model input as an
   array, the feature timestamps, the as-of times. A full queue drops the rows and
   counts them (`shadow_dropped`); a response never waits for the shadow.
-- The process (`_main`, niced by `SHADOW_NICENESS`, one OpenMP/BLAS thread) takes
+- The process (`_main`, niced by `SHADOW_NICENESS` and, on Linux, in the SCHED_IDLE
+  class unless MLOPS_SHADOW_SCHED_IDLE=false, one OpenMP/BLAS thread) takes
   the requests that arrived within `SHADOW_LINGER_SECONDS` in one batch of at most
   `SHADOW_MAX_BATCH`, scores it with the candidate and times production on the same
   rows beside it (`baseline_ms`, for the latency judge), builds the log rows
@@ -73,7 +74,8 @@ class ShadowWorker:
         self.process = _CONTEXT.Process(
             target=_main, name=f"shadow-{candidate.version}", daemon=True,
             args=(self._jobs, sender, pickle.dumps((candidate, production), protocol=pickle.HIGHEST_PROTOCOL),
-                  (store.root, store.s3_endpoint_url), flush_rows, flush_seconds, niceness))
+                  (store.root, store.s3_endpoint_url), flush_rows, flush_seconds, niceness,
+                  os.environ.get("MLOPS_SHADOW_SCHED_IDLE", "true").lower() != "false"))
         self._sender = sender
         self._lock = threading.Lock()
         self._submitted = 0  # rows put on the queue
@@ -200,12 +202,17 @@ class ShadowWorker:
 
 
 def _main(jobs, results, models: bytes, store: tuple[str, str], flush_rows: int, flush_seconds: float,
-          niceness: int) -> None:
+          niceness: int, idle: bool) -> None:
     """The shadow process: score batches of requests, log them, report counts, until the end marker."""
     try:
         os.nice(niceness)  # first: loading the libraries and the models is niced too
     except OSError:
         pass
+    if idle:
+        try:  # Linux: runs only on a core no normal task wants, and a waking request preempts it at once
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s shadow worker %(levelname)s %(message)s")
     candidate, production = pickle.loads(models)
     import storage
