@@ -114,7 +114,7 @@ class ShadowWorker:
         """Score what is queued, write the log, end the process (killed if it takes longer than `timeout`)."""
         with self._lock:
             self._closing = True
-        if self.process.is_alive():
+        if not self._exited():
             try:
                 self._jobs.put(None, timeout=timeout)  # behind the queued requests
             except queue.Full:
@@ -132,9 +132,14 @@ class ShadowWorker:
         self.process.kill()
         self.process.join(10)
 
+    def _exited(self) -> bool:
+        """Whether the process has ended, without reaping it: only `stop()` (one thread) joins the process,
+        since two threads waiting for the same child race (one reaps it, the other sees it alive)."""
+        return bool(wait([self.process.sentinel], 0))
+
     @property
     def alive(self) -> bool:
-        return not self._dead and self.process.is_alive()
+        return not self._dead and not self._exited()
 
     @property
     def finished(self) -> bool:
@@ -188,7 +193,6 @@ class ShadowWorker:
                     self._reported += scored + errors
             elif message[0] == "done":
                 done = True
-        self.process.join(10)
         with self._lock:
             self._dead = True
             lost = self._submitted - self._reported
@@ -197,8 +201,8 @@ class ShadowWorker:
         if done:
             self._finished = True
         else:
-            log.error("the shadow worker of version %s died (exit code %s): %d submitted rows counted as errors, "
-                      "and every row from now on", self.version, self.process.exitcode, lost)
+            log.error("the shadow worker of version %s died: %d submitted rows counted as errors, and every row "
+                      "from now on", self.version, lost)
 
 
 def _main(jobs, results, models: bytes, store: tuple[str, str], flush_rows: int, flush_seconds: float,
