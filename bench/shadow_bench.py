@@ -11,7 +11,12 @@ full queue) in the shadow blocks. Everything runs in a temporary MLOPS_HOME (fea
 for Jan-Mar 2013, a fresh MLflow server), removed afterwards. Results:
 bench/results/shadow.json and a markdown table.
 
-    python -m bench.shadow_bench [--blocks 8] [--block-requests 250] [--keep]
+With `--against DIR` (another checkout of this repository, e.g. a worktree of main) a
+second model server runs that checkout's code beside this one, on the same MLflow and
+features; every block is run on both servers one after the other, so two shadow
+implementations meet the same load and are compared side by side in one run.
+
+    python -m bench.shadow_bench [--blocks 8] [--block-requests 250] [--against DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import measure_in_temp_home
+from bench.common import REPO, measure_in_temp_home
 from bench.serving_bench import (
     MODEL_NAME, MONTHS, build_features, free_port, percentiles, start, stop, use_home, workload,
 )
 
 TARGET_RATIO = 1.2
 TOKEN = "bench-admin-token"
+ADMIN_TIMEOUT = 180.0  # s: setting a shadow waits for its worker to start (not timed)
 
 
 def register_versions(mlflow_url: str) -> tuple[str, str]:
@@ -57,7 +63,7 @@ def timed_block(http, url: str, bodies: list[dict], start_at: int, requests: int
 def measure(args, home: Path) -> dict:
     import httpx
 
-    mlflow_port, server_port = free_port(), free_port()
+    mlflow_port = free_port()
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
     env = use_home(home, mlflow_url)
     env["MLOPS_MODEL_SERVER_ADMIN_TOKEN"] = TOKEN
@@ -74,50 +80,81 @@ def measure(args, home: Path) -> dict:
                            env, home / "logs" / "mlflow.log", f"{mlflow_url}/health"))
         production, shadow = register_versions(mlflow_url)
         payloads, _, _ = workload(production)
-        base = f"http://127.0.0.1:{server_port}"
-        procs.append(start([sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
-                            "--port", str(server_port), "--no-access-log"],
-                           env, home / "logs" / "model-server.log", f"{base}/health",
-                           ready=lambda r: r.status_code == 200 and r.json()["ready"]))
+        servers = {"this": (REPO, "model-server.log")}
+        if args.against:
+            servers["against"] = (Path(args.against).resolve(), "model-server-against.log")
+        bases = {}
+        for label, (repo, log_name) in servers.items():
+            server_port = free_port()
+            base = f"http://127.0.0.1:{server_port}"
+            server_env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH", "")]))}
+            procs.append(start([sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
+                                "--port", str(server_port), "--no-access-log"],
+                               server_env, home / "logs" / log_name, f"{base}/health",
+                               ready=lambda r: r.status_code == 200 and r.json()["ready"]))
+            bases[label] = base
         admin = {"Authorization": f"Bearer {TOKEN}"}
-        timings = {"without_shadow": [], "with_shadow": []}
-        scored = dropped = 0
+        runs = {label: {"without_shadow": [], "with_shadow": [], "scored": 0, "dropped": 0} for label in bases}
         load_start = os.getloadavg()
-        with httpx.Client(base_url=base, timeout=10) as http:
-            timed_block(http, "/predict", payloads, 0, 200)  # warm up
-            # the shadow's first load (download) happens once, outside the timed blocks
-            http.post("/admin/candidate", json={"version": shadow, "mode": "shadow"}, headers=admin).raise_for_status()
-            http.delete("/admin/candidate", headers=admin).raise_for_status()
+        clients = {label: httpx.Client(base_url=base, timeout=10) for label, base in bases.items()}
+        try:
+            for http in clients.values():
+                timed_block(http, "/predict", payloads, 0, 200)  # warm up
+                # the shadow's first load (download) happens once, outside the timed blocks
+                http.post("/admin/candidate", json={"version": shadow, "mode": "shadow"},
+                          headers=admin, timeout=ADMIN_TIMEOUT).raise_for_status()
+                http.delete("/admin/candidate", headers=admin, timeout=ADMIN_TIMEOUT).raise_for_status()
             at = 0
-            print(f"measuring {args.blocks} blocks of {args.block_requests} requests per mode ...", flush=True)
+            print(f"measuring {args.blocks} blocks of {args.block_requests} requests per mode on {list(bases)} ...",
+                  flush=True)
             for block in range(2 * args.blocks):
                 with_shadow = block % 2 == 1
-                if with_shadow:
-                    http.post("/admin/candidate", json={"version": shadow, "mode": "shadow"},
-                              headers=admin).raise_for_status()
-                timings["with_shadow" if with_shadow else "without_shadow"] += timed_block(
-                    http, "/predict", payloads, at, args.block_requests)
+                order = list(clients.items())
+                if block // 2 % 2:  # neither server always goes first
+                    order.reverse()
+                for label, http in order:
+                    run = runs[label]
+                    if with_shadow:
+                        http.post("/admin/candidate", json={"version": shadow, "mode": "shadow"},
+                                  headers=admin, timeout=ADMIN_TIMEOUT).raise_for_status()
+                    run["with_shadow" if with_shadow else "without_shadow"] += timed_block(
+                        http, "/predict", payloads, at, args.block_requests)
+                    if with_shadow:
+                        time.sleep(0.2)  # the queue drains before the counts are read
+                        counts = http.delete("/admin/candidate", headers=admin,
+                                             timeout=ADMIN_TIMEOUT).json()["counts"]
+                        run["scored"] += counts["shadow_scored"]
+                        run["dropped"] += counts["shadow_dropped"]
                 at += args.block_requests
-                if with_shadow:
-                    time.sleep(0.2)  # the queue drains before the counts are read
-                    counts = http.delete("/admin/candidate", headers=admin).json()["counts"]
-                    scored += counts["shadow_scored"]
-                    dropped += counts["shadow_dropped"]
-        without, with_ = percentiles(timings["without_shadow"]), percentiles(timings["with_shadow"])
-        return {
-            "machine": {"cpus": os.cpu_count(), "loadavg_at_start": load_start, "loadavg_at_end": os.getloadavg()},
-            "versions": {"production": production, "shadow": shadow},
-            "without_shadow": without, "with_shadow": with_,
-            "p99_ratio": with_["p99_ms"] / without["p99_ms"], "p50_ratio": with_["p50_ms"] / without["p50_ms"],
-            "target_ratio": TARGET_RATIO, "shadow_scored": scored, "shadow_dropped": dropped,
-            "blocks": args.blocks, "block_requests": args.block_requests,
-        }
+        finally:
+            for http in clients.values():
+                http.close()
+        load_end = os.getloadavg()
+
+        def summary(run: dict) -> dict:
+            without, with_ = percentiles(run["without_shadow"]), percentiles(run["with_shadow"])
+            return {
+                "machine": {"cpus": os.cpu_count(), "loadavg_at_start": load_start, "loadavg_at_end": load_end},
+                "versions": {"production": production, "shadow": shadow},
+                "without_shadow": without, "with_shadow": with_,
+                "p99_ratio": with_["p99_ms"] / without["p99_ms"], "p50_ratio": with_["p50_ms"] / without["p50_ms"],
+                "target_ratio": TARGET_RATIO, "shadow_scored": run["scored"], "shadow_dropped": run["dropped"],
+                "blocks": args.blocks, "block_requests": args.block_requests,
+            }
+
+        result = summary(runs["this"])
+        if "against" in runs:
+            result["against"] = {**summary(runs["against"]), "repo": str(servers["against"][0])}
+        return result
     finally:
         for proc in reversed(procs):
             stop(proc)
 
 
 def table(result: dict) -> str:
+    if "against" in result:
+        return (f"this checkout ({REPO}):\n{table({k: v for k, v in result.items() if k != 'against'})}\n\n"
+                f"against {result['against']['repo']}:\n{table(result['against'])}")
     lines = ["| mode | p50 ms | p90 ms | p99 ms | requests |", "|---|---|---|---|---|"]
     for key, label in (("without_shadow", "production alone"), ("with_shadow", "with a shadow loaded")):
         s = result[key]
@@ -135,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.shadow_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--blocks", type=int, default=8, help="blocks per mode, alternating")
     parser.add_argument("--block-requests", type=int, default=250, help="sequential requests per block")
+    parser.add_argument("--against", metavar="DIR", help="another checkout whose server is measured beside this "
+                        "one, block after block (e.g. a worktree of main)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary MLOPS_HOME (logs)")
     args = parser.parse_args(argv)
     result = measure_in_temp_home(measure, args, "bench-shadow-", "shadow.json")

@@ -13,11 +13,13 @@ endpoints): a second slot holds a candidate version beside production, in one of
 two modes.
 - shadow: each request is answered by production as before; after the answer is
   built, the request's model input is put on a bounded queue (`put_nowait`: when the
-  queue is full the rows are dropped and counted, a response never waits) and a
-  background thread scores the requests that arrived within
-  `SHADOW_LINGER_SECONDS` in one batch with the candidate, and with production beside
-  it for the latency judge, then logs the candidate's rows (`role=shadow`).
-  Nothing of the shadow reaches a response.
+  queue is full the rows are dropped and counted, a response never waits) that a
+  separate, niced process reads (`serving.shadow_worker`, one per shadow candidate):
+  it scores the requests that arrived within its linger in one batch with the
+  candidate, and with production beside it for the latency judge, then logs the
+  candidate's rows (`role=shadow`) itself. Nothing of the shadow reaches a response,
+  and it never holds the server's GIL. Removing or promoting the candidate stops its
+  process (what is queued is scored and written first), and so does `stop()`.
 - canary: the flights whose stable hash (`in_canary`) falls below the share are
   answered by the candidate, the others by production; each answer names its
   version. A candidate that raises is counted as an error and production answers.
@@ -30,8 +32,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import sys
-import queue
 import threading
 import time
 import uuid
@@ -44,18 +44,16 @@ import settings
 from features.compute import MODEL_FEATURES
 from serving.frame import flight_id, model_input
 from serving.inference_log import (
-    AS_OF, BASELINE_MS, CANARY, MAIN, MODEL_MS, PREDICTION, PROBABILITY, ROLE, SHADOW, InferenceLog, freshness,
+    AS_OF, CANARY, MAIN, MODEL_MS, PREDICTION, PROBABILITY, ROLE, SHADOW, InferenceLog, freshness,
 )
 from serving.model import LoadedModel, LoadFailed, load_version
 from serving.online import OnlineFeatures
 from serving.schemas import FlightRequest, Prediction, ReloadResult
+from serving.shadow_worker import ShadowWorker, request_keys
 
 log = logging.getLogger(__name__)
 
 RETRY_FAILED_SECONDS = 600.0
-SHADOW_LINGER_SECONDS = 0.1  # the shadow waits this long after a request to score the next ones with it
-SHADOW_MAX_BATCH = 256  # requests per shadow predict call
-SHADOW_SWITCH_INTERVAL = 0.001  # seconds: while a shadow scores, a request waits at most this for the GIL
 
 
 class NotReady(RuntimeError):
@@ -96,17 +94,7 @@ class Candidate:
     mode: str  # shadow | canary
     share: float  # of flights answered by the candidate in canary mode
     counts: RolloutCounts
-
-
-@dataclasses.dataclass(frozen=True)
-class _ShadowJob:
-    candidate: Candidate
-    requests: list
-    frame: object
-    stamps: list
-    as_of: list
-    received: datetime
-    answers: list
+    shadow: ShadowWorker | None = None  # the process scoring it, in shadow mode
 
 
 class ModelService:
@@ -120,9 +108,7 @@ class ModelService:
         self.features_error: str | None = None
         self._failed: tuple[str, float] | None = None  # (version, monotonic time) of the last failed load
         self.candidate: Candidate | None = None
-        self._default_switch_interval: float | None = None
-        self._shadow_queue: queue.Queue = queue.Queue(maxsize=max(1, cfg.shadow_queue_size))
-        self._shadow_thread: threading.Thread | None = None
+        self._retiring: list[threading.Thread] = []  # shadow workers being stopped
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -130,8 +116,6 @@ class ModelService:
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         self.inference_log.start()
-        self._shadow_thread = threading.Thread(target=self._shadow_loop, name="shadow", daemon=True)
-        self._shadow_thread.start()
         self._poller = threading.Thread(target=self._poll_loop, name="model-poll", daemon=True)
         self._poller.start()
 
@@ -139,10 +123,11 @@ class ModelService:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=60)
-        if self._shadow_thread is not None:
-            self._shadow_queue.put(None)  # wakes the thread; the jobs before it are scored first
-            self._shadow_thread.join(timeout=60)
-        self._switch_interval(shadowing=False)
+        with self._reload_lock:
+            self._retire(self.candidate)  # what the shadow has queued is scored and written first
+            retiring, self._retiring = self._retiring, []
+        for thread in retiring:
+            thread.join()
         self.inference_log.close()
 
     def _poll_loop(self) -> None:
@@ -186,7 +171,7 @@ class ModelService:
                 model = dataclasses.replace(candidate.model, alias=model_registry.PRODUCTION,
                                             loaded_at=datetime.now(timezone.utc))
                 self.model, self.candidate = model, None
-                self._switch_interval(shadowing=False)
+                self._retire(candidate)
                 self.last_reload_error, self._failed = None, None
                 log.info("promoted candidate %s to production (was %s)", target, old_version)
                 return ReloadResult(model_name=name, version=target, previous_version=old_version, changed=True)
@@ -196,6 +181,7 @@ class ModelService:
                 self.last_reload_error, self._failed = str(exc), (target, time.monotonic())
                 raise
             self.model = model
+            self._shadow_beside(model)
             self.last_reload_error, self._failed = None, None
             log.info("now serving %s version %s (was %s)", name, target, old_version)
             return ReloadResult(model_name=name, version=target, previous_version=old_version, changed=True)
@@ -229,8 +215,10 @@ class ModelService:
             else:
                 model = load_version(self.cfg.mlflow_tracking_uri, self.cfg.model_name, str(version),
                                      alias=model_registry.CANDIDATE)
-            self.candidate = Candidate(model, mode, share, RolloutCounts())
-            self._switch_interval(shadowing=mode == SHADOW)
+            counts = RolloutCounts()
+            shadow = self._start_shadow(model, production, counts) if mode == SHADOW else None  # LoadFailed
+            self.candidate = Candidate(model, mode, share, counts, shadow)
+            self._retire(current)
             log.info("candidate %s in %s mode beside production %s (share %.3f)", version, mode,
                      production.version, share)
         return self.rollout_state()
@@ -239,8 +227,8 @@ class ModelService:
         """Empty the candidate slot: production answers everything again. Returns the state before."""
         with self._reload_lock:
             before = self.rollout_state()
-            self.candidate = None
-            self._switch_interval(shadowing=False)
+            current, self.candidate = self.candidate, None
+            self._retire(current)
         if before["candidate_version"]:
             log.warning("candidate %s removed (%s mode)", before["candidate_version"], before["mode"])
         return before
@@ -256,20 +244,34 @@ class ModelService:
             raise RolloutConflict(f"the production alias points to {target}, not {version}: move it first")
         return self.reload()
 
-    def _switch_interval(self, shadowing: bool) -> None:
-        """While a shadow scores beside the requests, the interpreter hands the GIL over more often.
+    def _start_shadow(self, model: LoadedModel, production: LoadedModel | None,
+                      counts: RolloutCounts) -> ShadowWorker:
+        """The process that scores `model` as a shadow beside `production`, started. Raises LoadFailed."""
+        return ShadowWorker(model, production, counts, self.inference_log.store, self.cfg.inference_flush_rows,
+                            self.cfg.inference_flush_seconds, self.cfg.shadow_queue_size).start()
 
-        Python's default (5 ms) lets the shadow's thread keep a request waiting up to 5 ms
-        for the GIL; 1 ms bounds that wait. The process-wide value is restored when the
-        shadow goes.
-        """
-        if shadowing:
-            if self._default_switch_interval is None:
-                self._default_switch_interval = sys.getswitchinterval()
-            sys.setswitchinterval(min(SHADOW_SWITCH_INTERVAL, self._default_switch_interval))
-        elif self._default_switch_interval is not None:
-            sys.setswitchinterval(self._default_switch_interval)
-            self._default_switch_interval = None
+    def _shadow_beside(self, production: LoadedModel) -> None:
+        """Production changed under a shadow (not by promotion): its worker is restarted to time the new one."""
+        candidate = self.candidate
+        if candidate is None or candidate.shadow is None:
+            return
+        try:
+            shadow = self._start_shadow(candidate.model, production, candidate.counts)
+        except LoadFailed:
+            log.exception("the shadow of %s could not restart beside production %s: its rows count as errors",
+                          candidate.model.version, production.version)
+            shadow = None
+        self.candidate = dataclasses.replace(candidate, shadow=shadow)
+        self._retire(candidate)
+
+    def _retire(self, candidate: Candidate | None) -> None:
+        """Stop the candidate's shadow worker in the background (an admin request does not wait for it);
+        `stop()` waits for every one of them."""
+        if candidate is None or candidate.shadow is None:
+            return
+        thread = threading.Thread(target=candidate.shadow.stop, name=f"shadow-{candidate.model.version}-stop")
+        thread.start()
+        self._retiring = [t for t in self._retiring if t.is_alive()] + [thread]
 
     def rollout_state(self) -> dict:
         candidate, production = self.candidate, self.model
@@ -279,60 +281,8 @@ class ModelService:
             "candidate_version": candidate.model.version if candidate else None,
             "mode": candidate.mode if candidate else None,
             "share": candidate.share if candidate and candidate.mode == CANARY else None,
-            "counts": counts, "shadow_pending": self._shadow_queue.qsize(),
+            "counts": counts, "shadow_pending": candidate.shadow.pending if candidate and candidate.shadow else 0,
         }
-
-    def _shadow_loop(self) -> None:
-        # Not niced: a niced thread holding the GIL, descheduled on a busy machine, made every
-        # request wait for it (p99 x2.3 in bench/shadow_bench.py).
-        while True:
-            job = self._shadow_queue.get()
-            if job is None:
-                return
-            time.sleep(SHADOW_LINGER_SECONDS)  # the requests arriving meanwhile share one predict call
-            jobs, stopping = [job], False
-            while len(jobs) < SHADOW_MAX_BATCH:
-                try:
-                    more = self._shadow_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                jobs.append(more)
-            for same in _by_candidate(jobs):
-                try:
-                    self._score_shadow(same)
-                except Exception:  # a shadow must never take the server down
-                    same[0].candidate.counts.shadow_errors += sum(len(j.requests) for j in same)
-                    log.exception("shadow %s failed on %d requests", same[0].candidate.model.version, len(same))
-            if stopping:
-                return
-
-    def _score_shadow(self, jobs: list[_ShadowJob]) -> None:
-        """Score a batch of shadowed requests with the candidate, and with production beside it (for the
-        latency judge: both timed on the same rows, in the same thread, at the same moment)."""
-        import pandas as pd
-
-        candidate = jobs[0].candidate
-        frame = pd.DataFrame(np.vstack([j.frame.to_numpy() for j in jobs]), columns=MODEL_FEATURES)
-        production = self.model
-        baseline_ms = None
-        if production is not None:
-            started = time.perf_counter()
-            production.probabilities(frame)
-            baseline_ms = (time.perf_counter() - started) * 1000.0
-        started = time.perf_counter()
-        probabilities = iter(candidate.model.probabilities(frame))
-        model_ms = (time.perf_counter() - started) * 1000.0
-        for job in jobs:
-            answers = [_shadow_answer(candidate.model, a, float(next(probabilities))) for a in job.answers]
-            rows = _log_rows(candidate.model, job.requests, answers, job.frame.to_numpy().tolist(), job.stamps,
-                             job.as_of, job.received, model_ms, SHADOW, model_ms)
-            for row in rows:
-                row[BASELINE_MS] = baseline_ms
-            self.inference_log.append(rows)
-            candidate.counts.shadow_scored += len(answers)
 
     # -- predict --------------------------------------------------------------------
     def not_ready_reason(self) -> str | None:
@@ -360,15 +310,15 @@ class ModelService:
         latency_ms = (time.perf_counter() - started) * 1000.0
         answers = [self._answer(model, r, float(p), u, stale)
                    for r, p, u, stale in zip(requests, probabilities, found.unknown, found.stale)]
-        self.inference_log.append(_log_rows(model, requests, answers, frame.to_numpy().tolist(), found.stamps,
+        values = frame.to_numpy()
+        self.inference_log.append(_log_rows(model, requests, answers, values.tolist(), found.stamps,
                                             as_of, received, latency_ms, MAIN, model_ms))
         if candidate is not None and candidate.mode == SHADOW:
             candidate.counts.main_answered += len(answers)
-            try:  # off the response path: never wait for the shadow
-                self._shadow_queue.put_nowait(_ShadowJob(candidate, requests, frame, found.stamps, as_of, received,
-                                                         answers))
-            except queue.Full:
-                candidate.counts.shadow_dropped += len(answers)
+            if candidate.shadow is None:  # its worker could not start beside this production
+                candidate.counts.shadow_errors += len(answers)
+            else:  # a put_nowait: dropped and counted when the queue is full, never waited for
+                candidate.shadow.submit(request_keys(requests, answers), values, found.stamps, as_of, received)
         return model, answers
 
     def _predict_canary(self, model: LoadedModel, candidate: Candidate, requests: list[FlightRequest], frame,
@@ -422,25 +372,6 @@ class ModelService:
             threshold=model.threshold, model_name=model.name, model_version=model.version, unknown_entities=unknown,
             stale_views=stale,
         )
-
-
-def _by_candidate(jobs: list[_ShadowJob]) -> list[list[_ShadowJob]]:
-    """Consecutive jobs of the same candidate (the slot may change while jobs wait)."""
-    groups: list[list[_ShadowJob]] = []
-    for job in jobs:
-        if groups and groups[-1][0].candidate is job.candidate:
-            groups[-1].append(job)
-        else:
-            groups.append([job])
-    return groups
-
-
-def _shadow_answer(model: LoadedModel, production_answer: Prediction, probability: float) -> Prediction:
-    """The shadow's prediction of a request production answered (same request and flight id); logged only."""
-    late = probability >= model.threshold
-    return production_answer.model_copy(update={
-        "probability": probability, "prediction": int(late), "decision": "late" if late else "on_time",
-        "threshold": model.threshold, "model_version": model.version})
 
 
 def _log_rows(model: LoadedModel, requests: list[FlightRequest], answers: list[Prediction],

@@ -118,25 +118,23 @@ def _read_all(store, url: str):
     return pd.concat([store.read_parquet(u) for u in files], ignore_index=True) if files else pd.DataFrame()
 
 
-def test_a_slow_shadow_drops_and_counts_and_never_slows_a_response(serve, versions):
+def test_a_slow_shadow_drops_and_counts_and_never_slows_a_response(serve, versions, monkeypatch):
+    import serving.service
+    from shadow_doubles import Slow
+
     serve(MLOPS_SHADOW_QUEUE_SIZE="2")
+    load_version = serving.service.load_version
 
-    class Slow:
-        def __init__(self, estimator):
-            self.estimator = estimator
+    def load_slow(*args, **kwargs):  # the candidate's worker process gets the slow estimator
+        model = load_version(*args, **kwargs)
+        slow = model.alias == model_registry.CANDIDATE
+        return dataclasses.replace(model, estimator=Slow(model.estimator)) if slow else model
 
-        def predict_proba(self, x):
-            time.sleep(0.3)
-            return self.estimator.predict_proba(x)
-
+    monkeypatch.setattr(serving.service, "load_version", load_slow)
     with app_client() as client:
         wait_serving(client, versions["v1"])
         assert client.post("/admin/candidate", headers=ADMIN,
                            json={"version": versions["v2"], "mode": "shadow"}).status_code == 200
-        service = client.app.state.service
-        candidate = service.candidate
-        service.candidate = dataclasses.replace(
-            candidate, model=dataclasses.replace(candidate.model, estimator=Slow(candidate.model.estimator)))
         took = []
         for f in flights(12):
             started = time.perf_counter()
@@ -255,3 +253,56 @@ def test_a_canary_that_fails_is_counted_and_production_answers_its_flights(serve
     assert [a.status_code for a in answers] == [200] * 5
     assert {a.json()["model_version"] for a in answers} == {versions["v1"]}
     assert (counts["canary_errors"], counts["canary_answered"], counts["main_answered"]) == (5, 0, 5)
+
+
+def test_removing_a_shadow_stops_its_worker_after_writing_every_row(serve, versions):
+    import storage
+    from serving.inference_log import SHADOW, version_url
+
+    serve()
+    with app_client() as client:
+        wait_serving(client, versions["v1"])
+        assert client.post("/admin/candidate", headers=ADMIN,
+                           json={"version": versions["v2"], "mode": "shadow"}).status_code == 200
+        worker = client.app.state.service.candidate.shadow
+        assert worker.alive and worker.process.pid != __import__("os").getpid()
+        for i, f in enumerate(flights(15)):
+            assert client.post("/predict", json={**f, "request_id": f"r{i}"}).status_code == 200
+        removed = client.delete("/admin/candidate", headers=ADMIN)
+        assert removed.status_code == 200
+        wait_until(lambda: worker.finished, what="the shadow worker to stop")
+        # written by the worker as it stopped, while the server goes on (its own flush is an hour away)
+        shadow_log = _read_all(storage.get(), version_url(versions["v2"], role=SHADOW))
+        assert client.post("/predict", json=FLIGHT).status_code == 200
+    assert not worker.process.is_alive() and worker.process.exitcode == 0
+    assert sorted(shadow_log["request_id"]) == sorted(f"r{i}" for i in range(15))
+    assert worker.counts.shadow_scored == 15 and worker.counts.shadow_errors == 0
+
+
+def test_a_shadow_worker_that_dies_counts_errors_and_the_server_goes_on(serve, versions):
+    import os
+    import signal
+
+    serve()
+    with app_client() as client:
+        wait_serving(client, versions["v1"])
+        assert client.post("/admin/candidate", headers=ADMIN,
+                           json={"version": versions["v2"], "mode": "shadow"}).status_code == 200
+        worker = client.app.state.service.candidate.shadow
+        for f in flights(5):
+            assert client.post("/predict", json=f).status_code == 200
+        wait_until(lambda: rollout(client)["counts"]["shadow_scored"] == 5, what="the shadow to score 5 rows")
+        os.kill(worker.process.pid, signal.SIGKILL)
+        wait_until(lambda: not worker.alive, what="the server to see the worker gone")
+        answers = [client.post("/predict", json=f) for f in flights(7, start=300)]
+        counts = rollout(client)["counts"]
+        health = client.get("/health").json()
+        # the slot can be set again: a new worker
+        assert client.post("/admin/candidate", headers=ADMIN,
+                           json={"version": versions["v2"], "mode": "shadow"}).status_code == 200
+        assert client.post("/predict", json=FLIGHT).status_code == 200
+        wait_until(lambda: rollout(client)["counts"]["shadow_scored"] == 1, what="the new worker to score")
+    assert [a.status_code for a in answers] == [200] * 7
+    assert {a.json()["model_version"] for a in answers} == {versions["v1"]}
+    assert (counts["main_answered"], counts["shadow_scored"], counts["shadow_errors"]) == (12, 5, 7)
+    assert health["ready"] and health["rollout"] == "shadow"
