@@ -89,6 +89,7 @@ class Settings:
     shadow_min_rows: int
     shadow_max_minutes: float
     shadow_queue_size: int
+    shadow_sched_idle: bool  # the shadow's process in Linux's idle scheduling class (besides nice)
     canary_share: float
     canary_min_rows: int
     canary_max_minutes: float
@@ -172,6 +173,7 @@ def load() -> Settings:
         shadow_min_rows=_int("MLOPS_SHADOW_MIN_ROWS", 500),
         shadow_max_minutes=_float("MLOPS_SHADOW_MAX_MINUTES", 30.0),
         shadow_queue_size=_int("MLOPS_SHADOW_QUEUE_SIZE", 1000),
+        shadow_sched_idle=_bool("MLOPS_SHADOW_SCHED_IDLE", True),
         canary_share=_float("MLOPS_CANARY_SHARE", 0.1),
         canary_min_rows=_int("MLOPS_CANARY_MIN_ROWS", 200),
         canary_max_minutes=_float("MLOPS_CANARY_MAX_MINUTES", 60.0),

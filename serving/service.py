@@ -248,7 +248,8 @@ class ModelService:
                       counts: RolloutCounts) -> ShadowWorker:
         """The process that scores `model` as a shadow beside `production`, started. Raises LoadFailed."""
         return ShadowWorker(model, production, counts, self.inference_log.store, self.cfg.inference_flush_rows,
-                            self.cfg.inference_flush_seconds, self.cfg.shadow_queue_size).start()
+                            self.cfg.inference_flush_seconds, self.cfg.shadow_queue_size,
+                            sched_idle=self.cfg.shadow_sched_idle).start()
 
     def _shadow_beside(self, production: LoadedModel) -> None:
         """Production changed under a shadow (not by promotion): its worker is restarted to time the new one."""

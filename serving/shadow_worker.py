@@ -15,7 +15,7 @@ threads is unsafe), one per shadow candidate:
   array, the feature timestamps, the as-of times. A full queue drops the rows and
   counts them (`shadow_dropped`); a response never waits for the shadow.
 - The process (`_main`, niced by `SHADOW_NICENESS` and, on Linux, in the SCHED_IDLE
-  class unless MLOPS_SHADOW_SCHED_IDLE=false, one OpenMP/BLAS thread) takes
+  class unless `sched_idle` is off (MLOPS_SHADOW_SCHED_IDLE), one OpenMP/BLAS thread) takes
   the requests that arrived within `SHADOW_LINGER_SECONDS` in one batch of at most
   `SHADOW_MAX_BATCH`, scores it with the candidate and times production on the same
   rows beside it (`baseline_ms`, for the latency judge), builds the log rows
@@ -66,7 +66,7 @@ class ShadowWorker:
     """The server's handle on one shadow process: submit requests to it, read its counts, stop it."""
 
     def __init__(self, candidate: LoadedModel, production: LoadedModel | None, counts, store, flush_rows: int,
-                 flush_seconds: float, queue_size: int, niceness: int = SHADOW_NICENESS):
+                 flush_seconds: float, queue_size: int, niceness: int = SHADOW_NICENESS, sched_idle: bool = True):
         self.version = candidate.version
         self.counts = counts  # serving.service.RolloutCounts: shadow_scored, shadow_dropped, shadow_errors
         self._jobs = _CONTEXT.Queue(maxsize=max(1, queue_size))
@@ -75,7 +75,7 @@ class ShadowWorker:
             target=_main, name=f"shadow-{candidate.version}", daemon=True,
             args=(self._jobs, sender, pickle.dumps((candidate, production), protocol=pickle.HIGHEST_PROTOCOL),
                   (store.root, store.s3_endpoint_url), flush_rows, flush_seconds, niceness,
-                  os.environ.get("MLOPS_SHADOW_SCHED_IDLE", "true").lower() != "false"))
+                  sched_idle))
         self._sender = sender
         self._lock = threading.Lock()
         self._submitted = 0  # rows put on the queue
