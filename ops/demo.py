@@ -123,9 +123,8 @@ def describe_stage_numbers(n: dict) -> str:
     if isinstance(quality, dict):
         labelled = min((n.get("labelled_rows") or {}).values() or [0])
         shown = []
-        for metric in ("roc_auc", "log_loss", "f1"):
-            m = quality.get(metric) or {}
-            if "improvement" in m:
+        for metric, m in quality.items():  # every metric the judge compared, in its order
+            if isinstance(m, dict) and "improvement" in m:
                 interval = m.get("interval")
                 shown.append(f"{metric} {m['improvement']:+.3f}" +
                              (f" [{interval[0]:+.3f}, {interval[1]:+.3f}]" if interval else ""))
