@@ -98,8 +98,8 @@ class ShadowWorker:
         if self._results in ready:
             try:
                 message = self._results.recv()
-            except (EOFError, OSError):
-                pass
+            except (EOFError, OSError):  # the process died before saying "ready": reported just below
+                message = None
         if message is None or message[0] != "ready":
             self._kill()
             raise LoadFailed(f"the shadow worker of version {self.version} did not start within {timeout:.0f}s "
@@ -117,8 +117,8 @@ class ShadowWorker:
         if not self._exited():
             try:
                 self._jobs.put(None, timeout=timeout)  # behind the queued requests
-            except queue.Full:
-                pass
+            except queue.Full:  # the process takes nothing: the join below times out and kills it
+                log.warning("the shadow worker of version %s takes no requests: stopping it", self.version)
         self.process.join(timeout)
         if self.process.is_alive():
             log.error("the shadow worker of version %s did not stop within %.0fs: killed", self.version, timeout)
@@ -151,7 +151,7 @@ class ShadowWorker:
         """Requests on the queue, not yet taken by the process."""
         try:
             return self._jobs.qsize()
-        except (NotImplementedError, OSError):
+        except (NotImplementedError, OSError):  # macOS has no sem_getvalue: the size is unknown there
             return 0
 
     # -- the request path -----------------------------------------------------------
@@ -208,16 +208,17 @@ class ShadowWorker:
 def _main(jobs, results, models: bytes, store: tuple[str, str], flush_rows: int, flush_seconds: float,
           niceness: int, idle: bool) -> None:
     """The shadow process: score batches of requests, log them, report counts, until the end marker."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s shadow worker %(levelname)s %(message)s")
+    # Lower priority is best effort: without it the shadow still scores, only less politely.
     try:
         os.nice(niceness)  # first: loading the libraries and the models is niced too
-    except OSError:
-        pass
+    except OSError as exc:
+        log.warning("shadow worker: cannot lower its priority (nice %s): %s", niceness, exc)
     if idle:
         try:  # Linux: runs only on a core no normal task wants, and a waking request preempts it at once
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except (AttributeError, OSError):
-            pass
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s shadow worker %(levelname)s %(message)s")
+        except (AttributeError, OSError) as exc:
+            log.warning("shadow worker: no idle scheduling class here (%s): niced only", exc)
     candidate, production = pickle.loads(models)
     import storage
     from serving.inference_log import InferenceLog
