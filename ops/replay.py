@@ -139,7 +139,7 @@ class Feeds:
 
         self.world, self.store = world, store or feature_store()
         self.grid = pd.Timedelta(CONGESTION_GRID)
-        self.weather_since = self.outcomes_since = since
+        self.weather_since = self.outcomes_since = self.congestion_since = since
         self.outcome_at = world.flights["outcome_at"]
         # The flights a congestion point can count: scheduled up to the schedule window after it,
         # and late enough before it to depart inside its window even at the month's longest delay.
@@ -171,13 +171,54 @@ class Feeds:
             rows = feeds.congestion_feed_rows(self.near(clock), clock - self.grid, clock)
             results.append(feeds.push_congestion(rows, clock, self.store))
             self.counts.congestion += results[-1].rows_pushed
+            self.congestion_since = clock
         if clock == clock.floor("h"):
-            known = (self.outcome_at > self.outcomes_since) & (self.outcome_at <= clock)
-            self.outcomes_since = clock
-            if known.any():
-                results.append(feeds.push_outcomes(self.world.flights_raw[known.to_numpy()], clock, self.store))
-                self.counts.outcomes += results[-1].rows_pushed
-                self.counts.delay_rates += sum(results[-1].derived.values())
+            results += self._outcomes(clock)
+        self._tally(results, t0)
+
+    def catch_up(self, clock: pd.Timestamp) -> None:
+        """Everything due in (since, `clock`] in one push per feed, `clock` on the hour.
+
+        The offline tables get the rows pushing at every breakpoint would have written, and
+        the online store ends as it would be at `clock`. Only for a stretch nobody asks
+        about: a request in between would read values from its future.
+        """
+        from features import feeds
+
+        if clock != clock.floor("h"):
+            raise ValueError(f"a catch-up ends on the hour (the delay rates are hourly), not at {clock}")
+        t0 = time.perf_counter()
+        results = []
+        rows = feeds.weather_feed_rows(self.world.weather, self.weather_since, clock)
+        self.weather_since = clock
+        if len(rows):
+            results.append(feeds.push_weather(rows.sort_values("event_timestamp", kind="stable"), clock, self.store))
+            self.counts.weather += results[-1].rows_pushed
+        sched = self.by_schedule["event_timestamp"]
+        lo = sched.searchsorted(self.congestion_since - self.lookback)
+        hi = sched.searchsorted(clock + self.lookahead, side="right")
+        rows = feeds.congestion_feed_rows(self.by_schedule.iloc[lo:hi], self.congestion_since, clock)
+        self.congestion_since = clock
+        if len(rows):
+            results.append(feeds.push_congestion(rows.sort_values("event_timestamp", kind="stable"), clock,
+                                                 self.store))
+            self.counts.congestion += results[-1].rows_pushed
+        results += self._outcomes(clock)
+        self._tally(results, t0)
+
+    def _outcomes(self, clock: pd.Timestamp) -> list:
+        from features import feeds
+
+        known = (self.outcome_at > self.outcomes_since) & (self.outcome_at <= clock)
+        self.outcomes_since = clock
+        if not known.any():
+            return []
+        result = feeds.push_outcomes(self.world.flights_raw[known.to_numpy()], clock, self.store)
+        self.counts.outcomes += result.rows_pushed
+        self.counts.delay_rates += sum(result.derived.values())
+        return [result]
+
+    def _tally(self, results: list, t0: float) -> None:
         self.counts.quarantined += sum(r.rows_quarantined for r in results)
         self.counts.pushes += len(results)
         self.counts.seconds += time.perf_counter() - t0
@@ -380,6 +421,48 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
         last_outcome=feeds.outcomes_since.isoformat(),
         latencies=list(zip(tally.answered_at, tally.latencies_ms)),
     )
+
+
+@dataclass
+class FastForward:
+    month: str
+    start: str
+    end: str
+    seconds: float
+    feed_rows: dict
+    last_outcome: str
+
+    def summary(self) -> str:
+        f = self.feed_rows
+        return (f"{self.start[:16]}..{self.end[:16]} in {self.seconds:.1f}s: {f['weather']} weather, "
+                f"{f['congestion']} congestion, {f['outcomes']} outcome and {f['delay_rates']} delay-rate rows in "
+                f"{f['pushes']} pushes, {f['quarantined']} quarantined, no requests")
+
+
+def fast_forward(month: str, from_day: float, to_day: float, outcomes_since: str | None = None,
+                 step_hours: float = 24.0, store=None) -> FastForward:
+    """The feeds alone from day `from_day` to day `to_day` of `month`, `step_hours` per push, nobody asking.
+
+    What a stretch of the live replay would have left in the feature store (every
+    feed row, every outcome), without its thousands of pushes: what the demo uses to
+    let labels for weeks of flights arrive in seconds. Both days must fall on the hour;
+    `outcomes_since` is where an earlier replay's outcomes stopped (its drain goes on
+    past its last request). Resume with `run(..., from_day=to_day, warmup_hours=0)`.
+    """
+    start = month_start(month) + pd.Timedelta(days=from_day)
+    end = month_start(month) + pd.Timedelta(days=to_day)
+    if start != start.floor("h") or end != end.floor("h") or end <= start:
+        raise ValueError(f"a fast-forward runs between two hours, forwards: {start} .. {end}")
+    feeds = Feeds(load_world(month), since=start, store=store)
+    if outcomes_since is not None:
+        feeds.outcomes_since = pd.Timestamp(outcomes_since)
+    t0 = time.monotonic()
+    clock = start
+    while clock < end:
+        clock = min(clock + pd.Timedelta(hours=step_hours), end).floor("h")
+        feeds.catch_up(clock)
+    return FastForward(month=month, start=start.isoformat(), end=end.isoformat(), seconds=time.monotonic() - t0,
+                       feed_rows=asdict(feeds.counts), last_outcome=feeds.outcomes_since.isoformat())
 
 
 def run(month: str, days: float | None = None, speed: float = 3600.0, warmup_hours: float = 24.0,

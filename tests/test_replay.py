@@ -168,3 +168,51 @@ def test_the_body_builder_sends_any_missing_tail_number_as_null():
     for missing in (None, float("nan"), pd.NA, ""):
         assert flight_table_body({**row, "tailnum": missing})["tailnum"] is None
     assert flight_table_body({**row, "tailnum": "N14228"})["tailnum"] == "N14228"
+
+
+def test_a_fast_forward_writes_what_the_live_feeds_would_and_the_replay_resumes_fresh_after_it(feast):
+    """The demo lets weeks of labels arrive in seconds: one push per feed per step instead of one per breakpoint.
+    The offline tables must end exactly as the live feeds leave them, and requests after it see the present."""
+    from features.store import FLIGHTS_TABLE, read_offline_table, table_dir
+
+    tables = (names.WEATHER_VIEW, names.CONGESTION_VIEW, FLIGHTS_TABLE, names.CARRIER_VIEW, names.ROUTE_VIEW)
+    start_day, end_day = 2 / 24, 12 / 24
+    start = replay.month_start(MONTH) + pd.Timedelta(days=start_day)
+    end = replay.month_start(MONTH) + pd.Timedelta(days=end_day)
+
+    def tables_now() -> dict[str, pd.DataFrame]:
+        out = {}
+        for t in tables:
+            df = read_offline_table(t)
+            keep = [c for c in df.columns if c not in ("created", "batch_id")]  # when and which push: differ
+            out[t] = df[keep].sort_values(keep, kind="stable").reset_index(drop=True)
+        return out
+
+    live = replay.Feeds(replay.load_world(MONTH), since=start)
+    for point in replay.breakpoints(start, end):
+        live.at(point)
+    pushed_live = tables_now()
+    assert all(len(df) for df in pushed_live.values())
+    for t in tables:
+        for part in table_dir(t).glob("*.parquet"):
+            part.unlink()
+
+    done = replay.fast_forward(MONTH, start_day, end_day, step_hours=4)
+    assert done.feed_rows["pushes"] == 3 * 3 and done.feed_rows["quarantined"] == 0  # 3 steps x 3 feeds
+    assert done.last_outcome == end.isoformat()
+    fast = tables_now()
+    for t in tables:
+        pd.testing.assert_frame_equal(fast[t], pushed_live[t], obj=t)
+
+    with StubServer() as stub:
+        replay.run(MONTH, days=1 / 24, speed=0, warmup_hours=0, url=stub.url, from_day=end_day)
+    assert len(stub.seen) > 5
+    for s in stub.seen:
+        as_of = pd.Timestamp(s["body"]["as_of"])
+        assert pd.Timestamp(s["congestion_ts"], unit="s", tz="UTC") == as_of.floor(compute.CONGESTION_GRID)
+        assert as_of - pd.Timedelta(hours=1) < pd.Timestamp(s["weather_ts"], unit="s", tz="UTC") <= as_of
+
+
+def test_a_fast_forward_runs_between_hours():
+    with pytest.raises(ValueError, match="between two hours"):
+        replay.fast_forward(MONTH, 0.5, 0.51)
