@@ -114,6 +114,7 @@ class Settings:
     retrain_cooldown_minutes: float
     retrain_max_attempts: int
     retrain_min_new_labels: int
+    retrain_label_wait_hours: float
     retrain_retry_minutes: float
     # -- the dashboard over time (an Evidently workspace, served by `evidently ui`)
     evidently_workspace: Path
@@ -196,7 +197,8 @@ def load() -> Settings:
         calibration_gap_limit=_float("MLOPS_CALIBRATION_GAP_LIMIT", 0.05),
         retrain_cooldown_minutes=_float("MLOPS_RETRAIN_COOLDOWN_MINUTES", 5.0),
         retrain_max_attempts=_int("MLOPS_RETRAIN_MAX_ATTEMPTS", 3),
-        retrain_min_new_labels=_int("MLOPS_RETRAIN_MIN_NEW_LABELS", 1500),
+        retrain_min_new_labels=_int("MLOPS_RETRAIN_MIN_NEW_LABELS", 18_000),
+        retrain_label_wait_hours=_float("MLOPS_RETRAIN_LABEL_WAIT_HOURS", 12.0),
         retrain_retry_minutes=_float("MLOPS_RETRAIN_RETRY_MINUTES", 30.0),
         evidently_workspace=Path(_env("MLOPS_EVIDENTLY_WORKSPACE", str(home / "evidently"))),
         evidently_port=_int("MLOPS_EVIDENTLY_PORT", 8001),

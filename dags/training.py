@@ -1,9 +1,11 @@
 """Training: fresh features or a drift report produce a model version, if it earns one.
 
 Runs when `feature_table` or `drift_report` has new events, one run at a time.
-It reads every triggering event (batches queue up while a run is busy), builds a
-point-in-time training set from Feast, trains each candidate family as its own
-mapped task, and lets the champion/challenger gate decide. Only an approved
+It reads every triggering event (batches queue up while a run is busy); a drift run
+first waits, deferred, for enough labelled flights newer than the champion's data
+(`training.sensor`: retraining on what the champion already saw learns nothing) and
+holds if they do not come. Then it builds a point-in-time training set from Feast,
+trains each candidate family as its own mapped task, and lets the champion/challenger gate decide. Only an approved
 challenger is registered (alias `challenger`) and announced as `registered_model`;
 when the gate holds, the register task is skipped and no event is emitted.
 """
@@ -14,9 +16,11 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
+import settings
 from alerts import on_task_failure
 from datasets import drift_report, feature_table, registered_model
 from training.candidates import FAMILIES
+from training.sensor import NewLabelsSensor
 
 
 @dag(
@@ -39,13 +43,8 @@ def training():
 
     @task
     def build_training_set(trigger: dict, dag_run=None) -> dict:
-        from training.tasks import build_training_set, hold_and_alert, run_key
+        from training.tasks import build_training_set, run_key
 
-        held = hold_and_alert(trigger, dag_run.run_id)
-        if held:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            raise AirflowSkipException(held)
         return build_training_set(run_key(dag_run.dag_id, dag_run.run_id), trigger)
 
     @task
@@ -74,7 +73,10 @@ def training():
         return extra
 
     trigger = read_trigger()
+    labels = NewLabelsSensor(task_id="wait_for_labels", run_trigger=trigger,
+                             max_hours=settings.get().retrain_label_wait_hours)
     dataset = build_training_set(trigger)
+    labels >> dataset
     candidates = train_candidate.partial(dataset=dataset, trigger=trigger).expand(family=list(FAMILIES))
     register(gate(candidates, dataset, trigger), dataset, trigger)
 

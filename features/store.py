@@ -110,8 +110,9 @@ def write_table(name: str, part: str, df: pd.DataFrame) -> Path:
     return target
 
 
-def read_offline_table(name: str, exclude_parts: tuple[str, ...] = (), filters=None) -> pd.DataFrame:
-    """All part files of an offline table (minus `exclude_parts`), or an empty frame."""
+def read_offline_table(name: str, exclude_parts: tuple[str, ...] = (), filters=None,
+                       columns: list[str] | None = None) -> pd.DataFrame:
+    """All part files of an offline table (minus `exclude_parts`), or an empty frame; `columns`: only those."""
     import pyarrow.dataset as ds
 
     folder = table_dir(name)
@@ -120,7 +121,7 @@ def read_offline_table(name: str, exclude_parts: tuple[str, ...] = (), filters=N
     ) if folder.exists() else []
     if not files:
         return pd.DataFrame()
-    table = ds.dataset(files, format="parquet").to_table(filter=filters)
+    table = ds.dataset(files, format="parquet").to_table(columns=columns, filter=filters)
     return table.to_pandas()
 
 

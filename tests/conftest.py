@@ -147,6 +147,9 @@ def profile_env(profile: str, home: Path) -> dict[str, str]:
         # tests/serving/test_rollout_dag.py runs the staged rollout with traffic; ops/demo.py would have to
         # keep traffic flowing during the redeployment for the loop to run it.
         "MLOPS_ROLLOUT": "direct",
+        # Three replayed days hold about 2,800 labelled flights: the loop's retraining must not hold for
+        # the three weeks the default asks (make demo shows the hold and what ends it).
+        "MLOPS_RETRAIN_MIN_NEW_LABELS": "1500",
     }
     if profile in ("prod", "celery"):
         prefix = f"mlops_test_{os.getpid()}_{home.name[-6:].lower()}_"

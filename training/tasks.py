@@ -54,17 +54,21 @@ def new_labels_since_champion(cfg: settings.Settings | None = None) -> tuple[int
 
     Without a champion (or a champion without the tag) every labelled flight is new: (count, None, version).
     """
+    cfg = cfg or settings.get()
+    version, as_of = champion_data_as_of(cfg)
+    return labelled_flights_since(as_of), as_of, version
+
+
+def labelled_flights_since(as_of: str | None) -> int:
+    """Labelled flights (each once) departing after `as_of` (None: all of them)."""
     import pyarrow.dataset as ds
 
     from features.compute import utc
     from features.store import FLIGHTS_TABLE, read_offline_table
 
-    cfg = cfg or settings.get()
-    version, as_of = champion_data_as_of(cfg)
-    flights = read_offline_table(FLIGHTS_TABLE, filters=(ds.field("event_timestamp") > utc(as_of).to_pydatetime())
-                                 if as_of else None)
-    count = int(flights["flight_id"].nunique()) if not flights.empty else 0
-    return count, as_of, version
+    flights = read_offline_table(FLIGHTS_TABLE, columns=["flight_id"],
+                                 filters=(ds.field("event_timestamp") > utc(as_of).to_pydatetime()) if as_of else None)
+    return int(flights["flight_id"].nunique()) if not flights.empty else 0
 
 
 def hold_reason(trigger: dict, cfg: settings.Settings | None = None) -> str | None:
@@ -87,8 +91,8 @@ def hold_reason(trigger: dict, cfg: settings.Settings | None = None) -> str | No
                  count, version, as_of)
         return None
     return (f"retraining held: {count} labelled flights departed after champion v{version}'s data_as_of {as_of}, "
-            f"need {cfg.retrain_min_new_labels} (MLOPS_RETRAIN_MIN_NEW_LABELS); monitoring retries once more "
-            f"labels have arrived")
+            f"need {cfg.retrain_min_new_labels} (MLOPS_RETRAIN_MIN_NEW_LABELS); the run waits for them up to "
+            f"MLOPS_RETRAIN_LABEL_WAIT_HOURS, then monitoring's next drifted window tries again")
 
 
 def hold_and_alert(trigger: dict, run_id: str) -> str | None:

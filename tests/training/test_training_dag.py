@@ -32,7 +32,7 @@ def test_dag_is_wired_as_documented():
     assert dag.max_active_runs == 1 and not dag.catchup and not dag.is_paused_upon_creation
     assert dag.start_date == datetime(2024, 1, 1, tzinfo=timezone.utc)
     assert [t.task_id for t in dag.topological_sort()] == [
-        "read_trigger", "build_training_set", "train_candidate", "gate", "register"]
+        "read_trigger", "wait_for_labels", "build_training_set", "train_candidate", "gate", "register"]
     assert [o.name for o in dag.get_task("register").outlets] == ["registered_model"]
     assert {i.name for i in dag.get_task("read_trigger").inlets} == {"feature_table", "drift_report"}
     mapped = dag.get_task("train_candidate")
@@ -112,9 +112,9 @@ def test_a_run_on_batched_events_registers_and_a_run_on_the_same_data_is_skipped
 
     first = dag.test()
 
-    assert _states(first) == {"read_trigger": ["success"], "build_training_set": ["success"],
-                              "train_candidate": ["success"] * len(FAMILIES), "gate": ["success"],
-                              "register": ["success"]}
+    assert _states(first) == {"read_trigger": ["success"], "wait_for_labels": ["success"],
+                              "build_training_set": ["success"], "train_candidate": ["success"] * len(FAMILIES),
+                              "gate": ["success"], "register": ["success"]}
     ids = feeder.ids
     (extra,) = _registered_model_events(first.run_id)
     assert extra["model_name"] == name and extra["version"] == "1" and extra["trigger_reason"] == "drift"
@@ -135,3 +135,23 @@ def test_a_run_on_batched_events_registers_and_a_run_on_the_same_data_is_skipped
     assert states["gate"] == ["success"] and states["register"] == ["skipped"], states
     assert str(second.state) == "success" and _registered_model_events(second.run_id) == []
     assert len(mlflow_client.search_model_versions(f"name = '{name}'")) == 1
+
+    # 3: drift on the champion with too few labelled flights newer than its data: the run waits for them,
+    # deferred, then holds: nothing is trained or registered, and a person is told why.
+    monkeypatch.setenv("MLOPS_RETRAIN_MIN_NEW_LABELS", "10000000")
+    monkeypatch.setenv("MLOPS_RETRAIN_LABEL_WAIT_HOURS", str(2 / 3600))
+    settings.get.cache_clear()
+    feeder.next = [("drift_report", {"report_path": "file:///r2.html", "model_version": "1", "drift_share": 0.5})]
+
+    third = _dag().test()
+
+    states = _states(third)
+    assert states["wait_for_labels"] == ["skipped"], states
+    assert states["build_training_set"] == ["skipped"] and states["register"] == ["skipped"], states
+    assert _registered_model_events(third.run_id) == []
+    assert len(mlflow_client.search_model_versions(f"name = '{name}'")) == 1
+    import alerts
+
+    last = json.loads(settings.get().home.joinpath(*alerts.ALERTS_FILE).read_text().splitlines()[-1])
+    assert last["kind"] == "retraining_held" and last["fields"]["run_id"] == third.run_id
+    assert last["text"].startswith("retraining held:") and "need 10000000" in last["text"]
