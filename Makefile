@@ -31,11 +31,13 @@ status: venv
 drop: venv ## copy MONTH's flights and weather into the landing zone
 	$(WITH_PROFILE) $(PY) -m features.samples drop $(MONTH)
 
-# The demo's staged rollout judges the new version on fewer live rows than the defaults, so the whole loop
-# fits in minutes (only when the demo starts the stack; a stack already up keeps its own settings).
+# The demo's staged rollout judges the new version on fewer live rows than the defaults, with half the
+# flights in the canary, so the whole loop fits in minutes (only when the demo starts the stack; a stack
+# already up keeps its own settings).
 demo: venv ## bring the stack up, drop data and follow the chain hop by hop
 	$(WITH_PROFILE) MLOPS_SHADOW_MIN_ROWS=$${MLOPS_SHADOW_MIN_ROWS:-200} \
-	  MLOPS_CANARY_MIN_ROWS=$${MLOPS_CANARY_MIN_ROWS:-60} MLOPS_ROLLOUT_MIN_LABELLED=$${MLOPS_ROLLOUT_MIN_LABELLED:-150} \
+	  MLOPS_CANARY_SHARE=$${MLOPS_CANARY_SHARE:-0.5} MLOPS_CANARY_MIN_ROWS=$${MLOPS_CANARY_MIN_ROWS:-250} \
+	  MLOPS_ROLLOUT_MIN_LABELLED=$${MLOPS_ROLLOUT_MIN_LABELLED:-150} \
 	  $(PY) -m ops.demo
 
 test: venv ## the whole suite, including the integration tests on real services

@@ -7,8 +7,14 @@
    replay clock (`ops.replay`): live feeds, 40% of the flights asked about at their
    time, every outcome as its flight arrives. The first monitoring window (7 days of
    departures) closes on day 8.
-4. Follow monitoring -> drift_report -> training -> registered_model -> serving
-   -> deployed_model.
+4. Follow monitoring -> drift_report -> training. A week of labels is too few to learn
+   the new season from (`bench/retrain_bench.py`): the training run waits, deferred, for
+   MLOPS_RETRAIN_MIN_NEW_LABELS labelled flights newer than the champion's data. The demo
+   fast-forwards the feeds to day 21.5 (`ops.replay.fast_forward`: the same feature rows
+   and outcomes, a day per push, nobody asking), so two more weeks of labels arrive in
+   seconds, and resumes the live traffic there.
+5. Follow training (on three weeks of summer labels) -> registered_model -> serving
+   (shadow, then canary, on the live traffic) -> deployed_model.
 
 Each wait has a bound; a hop that does not arrive ends the demo with a non-zero
 exit code, the hop's name and the log of the task that should have produced it.
@@ -90,6 +96,23 @@ class Follower:
             time.sleep(1)
         raise HopMissing("registered_model", "training", self.log_hint("training"))
 
+    def training_waits_for_labels(self, since: str, timeout: float) -> bool:
+        """Whether the first training run started after `since` is waiting for labelled flights
+        (its wait_for_labels task deferred) rather than building its training set."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for run in self.client.dag_runs("training", limit=5):
+                if (run["start_date"] or "") <= since:
+                    continue
+                tis = self.client.task_instances("training", run["dag_run_id"])
+                states = {ti["task_id"]: ti["state"] for ti in tis}
+                if states.get("wait_for_labels") == "deferred":
+                    return True
+                if states.get("wait_for_labels") in ("success", "skipped") or run["state"] == "failed":
+                    return False
+            time.sleep(1)
+        raise HopMissing("training", "training", self.log_hint("training"))
+
 
 # -- one line per hop, read from each event's extra (its type: datasets.py) ------------------------
 def describe_feature_table(x: dict) -> str:
@@ -158,6 +181,17 @@ def describe_drift(x: dict) -> str:
     return (f"v{x['model_version']}, {w['rows']} flights departing {(w['departures_from'] or '')[:16]}.."
             f"{(w['departures_to'] or '')[:16]}: failed {'; '.join(x['failed_tests']) or 'none'} "
             f"(drifted columns {', '.join(x['drifted_columns']) or 'none'}): {x['report_path']}")
+
+
+def describe_label_wait(cfg: settings.Settings) -> str:
+    import logging
+
+    from training.tasks import new_labels_since_champion
+
+    logging.getLogger().setLevel(logging.WARNING)  # importing Airflow (through datasets) turned INFO on
+    count, as_of, version = new_labels_since_champion(cfg)
+    return (f"the drift retraining waits for labels: {count:,} labelled flights departed after v{version}'s data "
+            f"(as of {(as_of or '')[:10]}), it needs {cfg.retrain_min_new_labels:,} (MLOPS_RETRAIN_MIN_NEW_LABELS)")
 
 
 def months_to_drop(count: int) -> list[str]:
@@ -257,17 +291,18 @@ def served_rows_labelled(cfg: settings.Settings, played: replay.ReplayResult) ->
 class Continuation:
     """The replay's next days in a thread, until `finish` (no drain: it stops at the next push)."""
 
-    def __init__(self, args):
+    def __init__(self, args, from_day: float):
         import io
         import threading
 
-        self.args, self.stop, self.result, self.out = args, threading.Event(), None, io.StringIO()
+        self.args, self.from_day = args, from_day
+        self.stop, self.result, self.out = threading.Event(), None, io.StringIO()
         self.thread = threading.Thread(target=self._run, name="replay-continuation", daemon=True)
 
     def _run(self) -> None:
         try:
             self.result = replay.run(self.args.replay_month, days=31, speed=self.args.speed, warmup_hours=0,
-                                     share=self.args.share, from_day=self.args.days, stop=self.stop,
+                                     share=self.args.share, from_day=self.from_day, stop=self.stop,
                                      stream=self.out)
         except BaseException as exc:  # the demo goes on; the line says what happened
             self.result = exc
@@ -324,14 +359,23 @@ def run(args) -> dict:
                   f"p99 {played.p99_ms:.1f} ms"
                   + (f"; stale: {', '.join(f'{v} {n}' for v, n in played.stale_views.items())}"
                      if played.stale_views else ""))
-    # Live traffic goes on while monitoring, training and serving work: a staged rollout judges the
-    # new version on it (shadow, then canary). It stops once the redeployment's outcome is known.
-    more = Continuation(args)
+    drift = f.wait("drift_report", marks["drift_report"], 300, "monitoring")
+    x = drift["extra"]
+    say("drift_report", describe_drift(x))
+    resume_day = args.days
+    if f.training_waits_for_labels(since, timeout=180):
+        say("training", describe_label_wait(f.cfg))
+        ff = replay.fast_forward(args.replay_month, args.days, args.resume_day,
+                                 outcomes_since=played.last_outcome)
+        say("fast-forward", f"the feeds deliver {ff.summary()}: two weeks of labels in seconds (the demo skips "
+                            f"those weeks' requests to fit in minutes); live traffic resumes on day "
+                            f"{args.resume_day:g}")
+        resume_day = args.resume_day
+    # Live traffic goes on while training and serving work: a staged rollout judges the new version
+    # on it (shadow, then canary). It stops once the redeployment's outcome is known.
+    more = Continuation(args, from_day=resume_day)
     more.start()
     try:
-        drift = f.wait("drift_report", marks["drift_report"], 300, "monitoring")
-        x = drift["extra"]
-        say("drift_report", describe_drift(x))
         follow_deployment(f, marks["registered_model"], marks["deployed_model"], since, "drift")
     finally:
         more.finish()
@@ -359,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     # flight is served: 7.5 days close the first one. Asking about 40% of the flights keeps the
     # requests within what the server answers on two cores at 5400x.
     parser.add_argument("--days", type=float, default=7.5, help="how many days of the month to replay")
+    parser.add_argument("--resume-day", type=float, default=21.5,
+                        help="when training holds for want of labels, fast-forward the feeds to this day of the "
+                             "month and resume the traffic there")
     parser.add_argument("--speed", type=float, default=5400, help="simulated seconds per real second")
     parser.add_argument("--share", type=float, default=0.4, help="share of the flights asked about")
     args = parser.parse_args(argv)
