@@ -189,3 +189,74 @@ def test_rows_are_read_back_from_the_log_by_role_and_time(cfg):
     assert rollout.read_rows("2").empty and len(rollout.read_rows("1")) == 5
     assert rollout.count_rows("2", SHADOW, since_epoch=now.timestamp() - 60) == 6  # by file time
     assert rollout.count_rows("2", SHADOW, since_epoch=now.timestamp() + 3600) == 0
+
+
+def hourly(hours: int, per_hour: int = 20, seed: int = 3) -> pd.DataFrame:
+    """Production's labelled rows of `hours` hours of one day, `per_hour` flights asked about in each
+    (`as_of` within the hour), about a third late, decisions at THRESHOLD that catch most of them."""
+    rng = np.random.default_rng(seed)
+    n = hours * per_hour
+    y = (rng.uniform(size=n) < 0.3).astype("float64")
+    p = np.clip(0.2 + 0.3 * y + rng.normal(0, 0.1, n), 0.01, 0.99)
+    start = pd.Timestamp("2013-07-08T06:00:00Z")
+    return pd.DataFrame({
+        "request_id": [f"r{i}" for i in range(n)],
+        "as_of": start + pd.to_timedelta(np.repeat(np.arange(hours), per_hour) * 60 + rng.integers(0, 60, n),
+                                         unit="min"),
+        "model_version": "1", PROBABILITY: p, PREDICTION: (p >= THRESHOLD).astype("int64"), LABEL: y,
+        MODEL_MS: 1.5, "latency_ms": 3.0,
+    })
+
+
+def test_a_drop_in_a_few_hours_is_weighed_by_hours_not_rows(cfg):
+    """The demo's case: a half-day of July in which one afternoon's weather made the retrained model look
+    far worse (F1 0.195 vs 0.415, row interval [-0.30, -0.12]) while on every flight of those days it was
+    as good. Flights of one hour share its weather: 240 rows in 12 hours are 12 pieces of evidence."""
+    import dataclasses
+
+    production = hourly(12)
+    shadow = production.assign(model_version="2")
+    storm = production["as_of"].dt.floor("h").isin(production["as_of"].dt.floor("h").unique()[[4, 5]])
+    # in two hours every decision of the candidate is wrong; in the other ten both decide alike
+    shadow.loc[storm, PREDICTION] = 1 - shadow.loc[storm, LABEL].astype("int64")
+    shadow.loc[storm, PROBABILITY] = 1 - shadow.loc[storm, PROBABILITY]
+    few = dataclasses.replace(cfg, rollout_min_labelled=200)
+
+    rows = rollout.improvement_intervals(shadow.drop(columns=["as_of"]), production.drop(columns=["as_of"]),
+                                         LABEL, paired=True)
+    hours = rollout.improvement_intervals(shadow, production, LABEL, paired=True)
+    assert rows["f1"][1] < 0, rows  # rows drawn one by one: the two hours look like a sure drop
+    assert hours["f1"][0] < 0 <= hours["f1"][1], hours  # drawn by the hour: a draw may miss both
+
+    blind_to_hours = rollout.judge_shadow("2", shadow.drop(columns=["as_of"]), production.drop(columns=["as_of"]),
+                                          shadow_counts(len(shadow)), few)
+    assert not blind_to_hours.passed and "f1 on labelled live rows" in blind_to_hours.summary()
+    verdict = rollout.judge_shadow("2", shadow, production, shadow_counts(len(shadow)), few)
+    f1 = verdict.numbers["quality"]["f1"]
+    assert f1["improvement"] < -few.quality_drop_margin and f1["interval"][1] >= 0, f1
+    assert verdict.passed, verdict.as_dict()
+    note = next(n for n in verdict.numbers["quality_notes"] if n.startswith("f1 on labelled live rows"))
+    assert "within the noise of 240 labelled rows in 12 hours" in note, note
+
+
+def test_a_drop_in_every_hour_still_fails_the_shadow(cfg):
+    """The candidate consistently worse, hour after hour: however the hours are drawn, it is worse."""
+    import dataclasses
+
+    production = hourly(24)
+    shadow = production.assign(model_version="2")
+    for _, hour in production.groupby(production["as_of"].dt.floor("h")):
+        caught = hour.index[(hour[LABEL] == 1) & (hour[PREDICTION] == 1)][:2]  # two late flights it misses
+        calm = hour.index[(hour[LABEL] == 0) & (hour[PREDICTION] == 0)][:2]  # two false alarms
+        shadow.loc[caught, [PREDICTION, PROBABILITY]] = [0, 0.1]
+        shadow.loc[calm, [PREDICTION, PROBABILITY]] = [1, 0.6]
+    few = dataclasses.replace(cfg, rollout_min_labelled=200)
+
+    verdict = rollout.judge_shadow("2", shadow, production, shadow_counts(len(shadow)), few)
+    f1 = verdict.numbers["quality"]["f1"]
+    assert f1["improvement"] < -few.quality_drop_margin and f1["interval"][1] < 0, f1
+    assert not verdict.passed and "f1 on labelled live rows" in verdict.summary(), verdict.as_dict()
+
+    # the canary's two samples (different flights of the same hours) are drawn by the hour on each side
+    canary = rollout.improvement_intervals(shadow.iloc[::2], production.iloc[1::2], LABEL, paired=False)
+    assert canary["f1"][1] < 0, canary
