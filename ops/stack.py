@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -168,9 +169,12 @@ def services(cfg: settings.Settings) -> list[Service]:
         Service("airflow-triggerer", [airflow, "triggerer", "--skip-serve-logs"], "", batch=True),
         *celery_workers(cfg),
     ]
+    # The model's project is created first (the UI's file watcher misses projects created later), in the
+    # service's own niced process: importing Evidently took 26-58 s here, which the stack's start waited for.
+    ui = [_bin("evidently"), "ui", "--workspace", str(cfg.evidently_workspace), "--host", "127.0.0.1",
+          "--port", str(cfg.evidently_port)]
     out.append(Service("evidently", [
-        _bin("evidently"), "ui", "--workspace", str(cfg.evidently_workspace), "--host", "127.0.0.1",
-        "--port", str(cfg.evidently_port),
+        "sh", "-c", f"{shlex.quote(sys.executable)} -m monitoring.dashboard prepare && exec {shlex.join(ui)}",
     ], f"{evidently_url(cfg)}/api/version", batch=True))
     out.append(Service("model-server", [
         sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
@@ -328,10 +332,6 @@ def up(cfg: settings.Settings | None = None, timeout: float = 180, extra_env: di
     create_databases(cfg)
     if any(s.name.startswith("airflow") for s in todo):
         _migrate(cfg, env)
-    if any(s.name == "evidently" for s in todo):
-        from monitoring import dashboard  # evidently: imported only when its UI is to start
-
-        dashboard.prepare(cfg.model_name, cfg.evidently_workspace)  # before the UI: see monitoring.dashboard
     for svc in todo:
         if svc.name != "s3" and svc.name not in later:
             _start(cfg, svc, env)
