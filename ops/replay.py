@@ -7,8 +7,9 @@ and reveals it as its simulated clock advances, the way the world would:
 
 - each hour's weather is pushed when it becomes observable (H:51,
   `features.compute.WEATHER_OBSERVED_AFTER`) through the weather feed;
-- each origin's congestion is pushed at every grid point (`CONGESTION_GRID`, 5 min),
-  counting only departures that have happened;
+- each origin's congestion is pushed at every grid point (`CONGESTION_GRID`, 5 min)
+  that a request reads, counting only departures that have happened; a point nobody
+  reads goes with the next push, at the latest on the hour (`Feeds.at`);
 - on the hour, the flights whose outcome became known in the hour that ended are
   delivered through the outcomes feed (`features.feeds.push_outcomes`): the labels
   reach the labelled flight table, where monitoring joins them to served rows, and
@@ -148,15 +149,40 @@ class Feeds:
         self.by_schedule = world.flights.sort_values("event_timestamp", kind="stable")
         self.lookback = CONGESTION_WINDOW + pd.Timedelta(minutes=float(world.flights["dep_delay"].max()) + 1)
         self.lookahead = SCHEDULE_HALF_WINDOW + pd.Timedelta(minutes=1)
+        self.congestion_chunk = pd.Timedelta(days=1)
+        self._congestion: pd.DataFrame | None = None
+        self._congestion_since = self._congestion_until = since
         self.counts = FeedCounts()
 
-    def near(self, clock: pd.Timestamp) -> pd.DataFrame:
-        sched = self.by_schedule["event_timestamp"]
-        lo, hi = sched.searchsorted(clock - self.lookback), sched.searchsorted(clock + self.lookahead, side="right")
-        return self.by_schedule.iloc[lo:hi]
+    def congestion_rows(self, since: pd.Timestamp, clock: pd.Timestamp) -> pd.DataFrame:
+        """The congestion rows of the grid points in (since, clock], in time order.
 
-    def at(self, clock: pd.Timestamp, live: bool = True) -> None:
-        """The pushes due at `clock`; with `live=False` (draining) only the outcomes."""
+        Computed a day of grid points at a time and sliced: a point's row depends only on
+        the flights around it, so a day computed at once gives each point the row it gets
+        alone, at a fraction of the cost of one `congestion_at` per push.
+        """
+        from features import feeds
+
+        if self._congestion is None or since < self._congestion_since or clock > self._congestion_until:
+            until = max(clock, since + self.congestion_chunk)
+            sched = self.by_schedule["event_timestamp"]
+            lo = sched.searchsorted(since - self.lookback)
+            hi = sched.searchsorted(until + self.lookahead, side="right")
+            rows = feeds.congestion_feed_rows(self.by_schedule.iloc[lo:hi], since, until)
+            self._congestion = rows.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+            self._congestion_since, self._congestion_until = since, until
+        ts = self._congestion["event_timestamp"]
+        return self._congestion[(ts > since) & (ts <= clock)].reset_index(drop=True)
+
+    def at(self, clock: pd.Timestamp, live: bool = True, read: bool = True) -> None:
+        """The pushes due at `clock`; with `live=False` (draining) only the outcomes.
+
+        `read=False` says no request reads congestion before the next grid point: its push
+        then waits for the next one that is read, or for the hour, and carries every grid
+        point since (the online store ends the same for every reader; the offline table
+        holds every point at least once an hour, so each delivered label's congestion is
+        there before it).
+        """
         from features import feeds
 
         t0 = time.perf_counter()
@@ -167,14 +193,29 @@ class Feeds:
             if len(rows):
                 results.append(feeds.push_weather(rows, clock, self.store))
                 self.counts.weather += results[-1].rows_pushed
-        if live and clock == clock.floor(self.grid):
-            rows = feeds.congestion_feed_rows(self.near(clock), clock - self.grid, clock)
-            results.append(feeds.push_congestion(rows, clock, self.store))
-            self.counts.congestion += results[-1].rows_pushed
-            self.congestion_since = clock
+        if live and clock == clock.floor(self.grid) and (read or clock == clock.floor("h")):
+            results += self._congestion_push(clock)
         if clock == clock.floor("h"):
             results += self._outcomes(clock)
         self._tally(results, t0)
+
+    def settle(self, clock: pd.Timestamp) -> None:
+        """Push the congestion grid points up to `clock` that waited for a reader (see `at`)."""
+        clock = clock.floor(self.grid)
+        if clock > self.congestion_since:
+            t0 = time.perf_counter()
+            self._tally(self._congestion_push(clock), t0)
+
+    def _congestion_push(self, clock: pd.Timestamp) -> list:
+        from features import feeds
+
+        rows = self.congestion_rows(self.congestion_since, clock)
+        self.congestion_since = clock
+        if not len(rows):
+            return []
+        result = feeds.push_congestion(rows, clock, self.store)
+        self.counts.congestion += result.rows_pushed
+        return [result]
 
     def catch_up(self, clock: pd.Timestamp) -> None:
         """Everything due in (since, `clock`] in one push per feed, `clock` on the hour.
@@ -194,15 +235,7 @@ class Feeds:
         if len(rows):
             results.append(feeds.push_weather(rows.sort_values("event_timestamp", kind="stable"), clock, self.store))
             self.counts.weather += results[-1].rows_pushed
-        sched = self.by_schedule["event_timestamp"]
-        lo = sched.searchsorted(self.congestion_since - self.lookback)
-        hi = sched.searchsorted(clock + self.lookahead, side="right")
-        rows = feeds.congestion_feed_rows(self.by_schedule.iloc[lo:hi], self.congestion_since, clock)
-        self.congestion_since = clock
-        if len(rows):
-            results.append(feeds.push_congestion(rows.sort_values("event_timestamp", kind="stable"), clock,
-                                                 self.store))
-            self.counts.congestion += results[-1].rows_pushed
+        results += self._congestion_push(clock)
         results += self._outcomes(clock)
         self._tally(results, t0)
 
@@ -391,11 +424,12 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         for point in breakpoints(start - warmup, drain_to):
             if point <= start:
-                feeds.at(point)
+                feeds.at(point, read=False)  # nobody asks before the window; the hour still pushes
                 t_real0 = time.monotonic()  # the paced window starts after the warm-up
                 continue
             if stop is not None and stop.is_set():
                 end = min(end, point)
+                feeds.settle(end - pd.Timedelta(microseconds=1))  # the points before `point` nobody read yet
                 break
             pending = []
             while i < len(times) and times[i] < point:
@@ -405,7 +439,9 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
                 i += 1
             await asyncio.gather(*pending)
             await until(min(point, last_request))
-            feeds.at(point, live=point <= end)
+            # Read: a request is due before the next grid point, or this is the window's last one.
+            read = (i < len(times) and times[i] < point + feeds.grid) or point + feeds.grid > end
+            feeds.at(point, live=point <= end, read=read)
             progress.update(clock=point)
     progress.update(final=True)
     seconds = time.monotonic() - t_start

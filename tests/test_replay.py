@@ -109,6 +109,15 @@ def test_each_request_sees_the_world_exactly_as_of_its_time_and_every_outcome_is
     assert result.feed_rows["outcomes"] >= len(asked) and result.feed_rows["quarantined"] == 0
     assert pd.Timestamp(result.last_outcome) >= asked["outcome_at"].max()
     assert "fresh 100.0%" in err and f"requests {len(asked)}/{len(asked)}" in err
+    # A grid point nobody read went with a later push, but every point is in the offline table, once.
+    congestion = read_offline_table(names.CONGESTION_VIEW)
+    start = replay.month_start(MONTH)
+    grid = compute.congestion_grid(start - pd.Timedelta(hours=2), start + pd.Timedelta(days=DAYS), names.ORIGINS)
+    grid = grid[grid["event_timestamp"] > start - pd.Timedelta(hours=2)]
+    assert sorted(map(tuple, congestion[[names.ORIGIN, "event_timestamp"]].values.tolist())) == \
+        sorted(map(tuple, grid[[names.ORIGIN, "event_timestamp"]].values.tolist()))
+    n_points = len(grid) // len(names.ORIGINS)
+    assert result.feed_rows["congestion"] == len(grid) and result.feed_rows["pushes"] < n_points
 
 
 def test_the_clock_paces_the_requested_window_at_the_speed(feast):
