@@ -24,6 +24,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+import waiting
 from serving.failures import FAILURE_KEY
 
 
@@ -137,11 +138,7 @@ class RolloutRowsTrigger(BaseTrigger):
     Counts from parquet footers (`serving.rollout.count_rows`), off the event loop.
     """
 
-    # Airflow 3.3.2 (LocalExecutor) can fail a deferred task whose trigger fires within about 5 s of deferring:
-    # the deferring process's exit is reported after the resumed try was queued under the same key, and the
-    # scheduler marks that try failed ("finished with state success, but the task instance's state attribute
-    # is queued"; apache/airflow#66374, #72716 are the same family). Seen with a shadow filling in 4 s.
-    EARLIEST_EVENT_SECONDS = 8.0
+    EARLIEST_EVENT_SECONDS = waiting.EARLIEST_EVENT_SECONDS  # Airflow 3.3.2's race: see `waiting`
 
     def __init__(self, version: str, role: str, since_epoch: float, min_rows: int, deadline: float,
                  poll_seconds: float = 5.0):
@@ -156,24 +153,14 @@ class RolloutRowsTrigger(BaseTrigger):
                  "min_rows": self.min_rows, "deadline": self.deadline, "poll_seconds": self.poll_seconds})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from functools import partial
+
         from serving.rollout import count_rows
 
-        started = time.time()
-        while True:
-            try:
-                rows = await asyncio.to_thread(count_rows, self.version, self.role, self.since_epoch)
-            except Exception as exc:  # storage hiccup: ask again next poll
-                self.log.warning("counting %s rows of %s failed: %s", self.role, self.version, exc)
-                rows = -1
-            too_soon = self.EARLIEST_EVENT_SECONDS - (time.time() - started)
-            if rows >= self.min_rows and too_soon > 0 and time.time() < self.deadline:
-                await asyncio.sleep(too_soon)
-                continue
-            if rows >= self.min_rows or time.time() >= self.deadline:
-                yield TriggerEvent({"status": "enough" if rows >= self.min_rows else "time", "rows": max(rows, 0),
-                                    "waited_seconds": time.time() - started})
-                return
-            await asyncio.sleep(self.poll_seconds)
+        got = await waiting.count_until(partial(count_rows, self.version, self.role, self.since_epoch),
+                                        self.min_rows, self.deadline, self.poll_seconds, self.log,
+                                        f"{self.role} rows of {self.version}", self.EARLIEST_EVENT_SECONDS)
+        yield TriggerEvent({"status": got["status"], "rows": got["count"], "waited_seconds": got["waited_seconds"]})
 
 
 class RolloutSensor(BaseSensorOperator):
@@ -200,7 +187,7 @@ class RolloutSensor(BaseSensorOperator):
 
         rows = count_rows(plan["version"], plan["stage"], plan["since_epoch"])
         if rows >= plan["min_rows"]:
-            return self.execute_complete(context, {"status": "enough", "rows": rows, "waited_seconds": 0.0})
+            return self.execute_complete(context, {"status": waiting.ENOUGH, "rows": rows, "waited_seconds": 0.0})
         self.defer(
             trigger=RolloutRowsTrigger(plan["version"], plan["stage"], plan["since_epoch"], plan["min_rows"],
                                        plan["since_epoch"] + plan["max_minutes"] * 60, self.poll_seconds),

@@ -282,7 +282,7 @@ class ModelService:
             "candidate_version": candidate.model.version if candidate else None,
             "mode": candidate.mode if candidate else None,
             "share": candidate.share if candidate and candidate.mode == CANARY else None,
-            "counts": counts, "shadow_pending": candidate.shadow.pending if candidate and candidate.shadow else 0,
+            "counts": counts, "shadow_pending": candidate.shadow.pending if candidate and candidate.shadow else None,
         }
 
     # -- predict --------------------------------------------------------------------

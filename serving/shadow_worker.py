@@ -147,12 +147,12 @@ class ShadowWorker:
         return self._finished
 
     @property
-    def pending(self) -> int:
-        """Requests on the queue, not yet taken by the process."""
+    def pending(self) -> int | None:
+        """Requests on the queue, not yet taken by the process; None where the platform cannot say."""
         try:
             return self._jobs.qsize()
         except (NotImplementedError, OSError):  # macOS has no sem_getvalue: the size is unknown there
-            return 0
+            return None
 
     # -- the request path -----------------------------------------------------------
     def submit(self, keys: list[tuple], values: np.ndarray, stamps: list[dict], as_of: list[datetime],

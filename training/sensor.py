@@ -12,7 +12,6 @@ Runs started by fresh data never wait. Imported by the DAG file: no heavy import
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -21,15 +20,15 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-ENOUGH, TIME = "enough", "time"
+import waiting
+
+ENOUGH, TIME = waiting.ENOUGH, waiting.TIME
 
 
 class NewLabelsTrigger(BaseTrigger):
     """Fires when `min_labels` labelled flights departed after `since` (ISO; None: any), or at `deadline`."""
 
-    # Airflow 3.3.2 can fail a deferred task whose trigger fires within about 5 s of deferring
-    # (serving.sensor.RolloutRowsTrigger has the details): an early answer waits this long.
-    EARLIEST_EVENT_SECONDS = 8.0
+    EARLIEST_EVENT_SECONDS = waiting.EARLIEST_EVENT_SECONDS  # Airflow 3.3.2's race: see `waiting`
 
     def __init__(self, since: str | None, min_labels: int, deadline: float, poll_seconds: float = 5.0):
         super().__init__()
@@ -42,25 +41,14 @@ class NewLabelsTrigger(BaseTrigger):
                  "poll_seconds": self.poll_seconds})
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from functools import partial
+
         from training.tasks import labelled_flights_since
 
-        started = time.time()
-        while True:
-            try:
-                labels = await asyncio.to_thread(labelled_flights_since, self.since)
-            except Exception as exc:  # a part file being replaced: count again next poll
-                self.log.warning("counting the labelled flights after %s failed: %s", self.since, exc)
-                labels = -1
-            enough = labels >= self.min_labels
-            too_soon = self.EARLIEST_EVENT_SECONDS - (time.time() - started)
-            if enough and too_soon > 0 and time.time() < self.deadline:
-                await asyncio.sleep(too_soon)
-                continue
-            if enough or time.time() >= self.deadline:
-                yield TriggerEvent({"status": ENOUGH if enough else TIME, "labels": max(labels, 0),
-                                    "waited_seconds": time.time() - started})
-                return
-            await asyncio.sleep(self.poll_seconds)
+        got = await waiting.count_until(partial(labelled_flights_since, self.since), self.min_labels, self.deadline,
+                                        self.poll_seconds, self.log, f"the labelled flights after {self.since}",
+                                        self.EARLIEST_EVENT_SECONDS)
+        yield TriggerEvent({"status": got["status"], "labels": got["count"], "waited_seconds": got["waited_seconds"]})
 
 
 class NewLabelsSensor(BaseSensorOperator):
@@ -76,14 +64,18 @@ class NewLabelsSensor(BaseSensorOperator):
 
     def execute(self, context) -> dict | None:
         import settings
-        from training.tasks import champion_data_as_of, hold_reason
+        from training import events
+        from training.tasks import hold_reason, new_labels_since_champion
 
+        if self.run_trigger["reason"] != events.DRIFT:
+            return {"status": ENOUGH, "waited_seconds": 0.0}
         cfg = settings.get()
-        short = hold_reason(self.run_trigger, cfg)
+        measured = new_labels_since_champion(cfg)
+        short = hold_reason(self.run_trigger, cfg, measured)
         if short is None:
             return {"status": ENOUGH, "waited_seconds": 0.0}
         self.log.info("%s; waiting up to %g h (MLOPS_RETRAIN_LABEL_WAIT_HOURS)", short, self.max_hours)
-        _, since = champion_data_as_of(cfg)
+        since = measured[1]
         self.defer(trigger=NewLabelsTrigger(since, cfg.retrain_min_new_labels, time.time() + self.max_hours * 3600,
                                             self.poll_seconds),
                    method_name="execute_complete", timeout=timedelta(seconds=self.timeout))

@@ -71,21 +71,22 @@ def labelled_flights_since(as_of: str | None) -> int:
     return int(flights["flight_id"].nunique()) if not flights.empty else 0
 
 
-def hold_reason(trigger: dict, cfg: settings.Settings | None = None) -> str | None:
+def hold_reason(trigger: dict, cfg: settings.Settings | None = None,
+                measured: tuple[int, str | None, str | None] | None = None) -> str | None:
     """Why a drift-triggered run must not train yet, or None.
 
     Retraining on the champion's own data learns nothing (the demo's first drift
     retraining trained on exactly v1's batch and "won" by +0.0017 on February): a drift
     run needs `retrain_min_new_labels` labelled flights newer than the champion's
     `data_as_of`. Monitoring's retry lets a later drifted window try again once the
-    labels have arrived.
+    labels have arrived. `measured`: `new_labels_since_champion`'s answer, when the caller has it.
     """
     from training import events
 
     cfg = cfg or settings.get()
     if trigger["reason"] != events.DRIFT:
         return None
-    count, as_of, version = new_labels_since_champion(cfg)
+    count, as_of, version = measured or new_labels_since_champion(cfg)
     if version is None or count >= cfg.retrain_min_new_labels:
         log.info("%d labelled flights newer than the champion v%s's data (as of %s): enough to retrain",
                  count, version, as_of)

@@ -306,3 +306,23 @@ def test_a_shadow_worker_that_dies_counts_errors_and_the_server_goes_on(serve, v
     assert {a.json()["model_version"] for a in answers} == {versions["v1"]}
     assert (counts["main_answered"], counts["shadow_scored"], counts["shadow_errors"]) == (12, 5, 7)
     assert health["ready"] and health["rollout"] == "shadow"
+
+
+def test_a_shadow_queue_the_platform_cannot_count_is_unknown_not_empty():
+    """macOS has no sem_getvalue: the admin status must not say 0 queued when it does not know."""
+    from serving.shadow_worker import ShadowWorker
+
+    class Queue:
+        def __init__(self, size):
+            self.size = size
+
+        def qsize(self):
+            if self.size is None:
+                raise NotImplementedError
+            return self.size
+
+    worker = ShadowWorker.__new__(ShadowWorker)
+    worker._jobs = Queue(None)
+    assert worker.pending is None
+    worker._jobs = Queue(3)
+    assert worker.pending == 3
