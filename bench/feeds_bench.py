@@ -57,7 +57,8 @@ def walk(mode: str, days: float) -> dict:
             read = True
         else:  # as ops.replay.replay decides it
             i = asked.searchsorted(point)
-            read = point > start and ((i < len(asked) and asked[i] < point + feeds.grid) or point + feeds.grid > end)
+            read = point + feeds.grid > start if point <= start else (
+                (i < len(asked) and asked[i] < point + feeds.grid) or point + feeds.grid > end)
         feeds.at(point, read=read)
     seconds = time.perf_counter() - t0
     return {"mode": mode, "seconds": seconds, "pushes": feeds.counts.pushes, "requests": len(asked),

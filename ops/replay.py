@@ -142,13 +142,16 @@ class Feeds:
         self.grid = pd.Timedelta(CONGESTION_GRID)
         self.weather_since = self.outcomes_since = self.congestion_since = since
         self.outcome_at = world.flights["outcome_at"]
-        # The flights a congestion point can count: scheduled up to the schedule window after it,
-        # and late enough before it to depart inside its window even at the month's longest delay.
+        # The flights a congestion point can count: scheduled up to the schedule window after it (or
+        # later, if they left that much early), and late enough before it to depart inside its window
+        # even at the month's longest delay.
         from features.compute import CONGESTION_WINDOW, SCHEDULE_HALF_WINDOW
 
         self.by_schedule = world.flights.sort_values("event_timestamp", kind="stable")
-        self.lookback = CONGESTION_WINDOW + pd.Timedelta(minutes=float(world.flights["dep_delay"].max()) + 1)
-        self.lookahead = SCHEDULE_HALF_WINDOW + pd.Timedelta(minutes=1)
+        delays = world.flights["dep_delay"]
+        self.lookback = CONGESTION_WINDOW + pd.Timedelta(minutes=float(delays.max()) + 1)
+        self.lookahead = max(SCHEDULE_HALF_WINDOW, pd.Timedelta(minutes=-float(min(delays.min(), 0)))) \
+            + pd.Timedelta(minutes=1)
         self.congestion_chunk = pd.Timedelta(days=1)
         self._congestion: pd.DataFrame | None = None
         self._congestion_since = self._congestion_until = since
@@ -423,8 +426,8 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
     i = 0
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         for point in breakpoints(start - warmup, drain_to):
-            if point <= start:
-                feeds.at(point, read=False)  # nobody asks before the window; the hour still pushes
+            if point <= start:  # nobody asks before the window: the hour and the window's first point push
+                feeds.at(point, read=point + feeds.grid > start)
                 t_real0 = time.monotonic()  # the paced window starts after the warm-up
                 continue
             if stop is not None and stop.is_set():

@@ -225,3 +225,52 @@ def test_a_fast_forward_writes_what_the_live_feeds_would_and_the_replay_resumes_
 def test_a_fast_forward_runs_between_hours():
     with pytest.raises(ValueError, match="between two hours"):
         replay.fast_forward(MONTH, 0.5, 0.51)
+
+
+def test_a_replay_started_off_the_hour_and_stopped_early_answers_exactly_and_leaves_every_grid_point(feast):
+    """The demo's continuation ends on a stop; a replay may start at any time. Grid points nobody read
+    yet are pushed when it stops, and the first requests of a window that starts off the hour find the
+    grid point of their time, not the last hour's."""
+    import threading
+
+    from features.store import read_offline_table
+
+    stop = threading.Event()
+
+    class StopAfter(list):
+        def append(self, seen):
+            super().append(seen)
+            if len(self) >= 30:
+                stop.set()
+
+    start = replay.month_start(MONTH) + pd.Timedelta(hours=5.5)  # 05:30 local, 09:30Z
+    with StubServer() as stub:
+        stub.seen = StopAfter()
+        result = replay.run(MONTH, days=0.5, speed=0, warmup_hours=1, url=stub.url, from_day=5.5 / 24, stop=stop)
+    stopped = pd.Timestamp(result.end)
+    assert start < stopped < start + pd.Timedelta(days=0.5) and len(stub.seen) >= 30
+    assert pd.Timestamp(stub.seen[0]["body"]["as_of"]) < start + compute.CONGESTION_GRID  # the first point's reader
+    for s in stub.seen:
+        as_of = pd.Timestamp(s["body"]["as_of"])
+        assert pd.Timestamp(s["congestion_ts"], unit="s", tz="UTC") == as_of.floor(compute.CONGESTION_GRID), as_of
+        assert as_of - pd.Timedelta(hours=1) < pd.Timestamp(s["weather_ts"], unit="s", tz="UTC") <= as_of
+    congestion = read_offline_table(names.CONGESTION_VIEW)
+    got = sorted(map(tuple, congestion[[names.ORIGIN, "event_timestamp"]].values.tolist()))
+    grid = compute.congestion_grid(start - pd.Timedelta(hours=1), stopped, names.ORIGINS)
+    grid = grid[(grid["event_timestamp"] > start - pd.Timedelta(hours=1)) & (grid["event_timestamp"] < stopped)]
+    assert got == sorted(map(tuple, grid[[names.ORIGIN, "event_timestamp"]].values.tolist()))
+
+
+def test_grid_points_nobody_reads_wait_for_a_push_and_settle_pushes_them_all_at_once(feast):
+    from features.store import read_offline_table
+
+    start = replay.month_start(MONTH) + pd.Timedelta(hours=2)  # 06:00Z
+    feeds = replay.Feeds(replay.load_world(MONTH), since=start)
+    for point in replay.breakpoints(start, start + pd.Timedelta(minutes=40)):
+        feeds.at(point, read=False)
+    assert read_offline_table(names.CONGESTION_VIEW).empty and feeds.counts.pushes == 0
+    feeds.settle(start + pd.Timedelta(minutes=42))  # floored to the grid: 06:40
+    congestion = read_offline_table(names.CONGESTION_VIEW)
+    assert feeds.counts.pushes == 1 and len(congestion) == 8 * len(names.ORIGINS)
+    assert sorted(congestion["event_timestamp"].unique()) == list(
+        pd.date_range(start + compute.CONGESTION_GRID, start + pd.Timedelta(minutes=40), freq=compute.CONGESTION_GRID))
