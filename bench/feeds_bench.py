@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -53,12 +54,9 @@ def walk(mode: str, days: float) -> dict:
         feeds.congestion_chunk = feeds.grid
     t0 = time.perf_counter()
     for point in replay.breakpoints(start - warmup, end):
-        if mode == "per_point":
-            read = True
-        else:  # as ops.replay.replay decides it
-            i = asked.searchsorted(point)
-            read = point + feeds.grid > start if point <= start else (
-                (i < len(asked) and asked[i] < point + feeds.grid) or point + feeds.grid > end)
+        i = asked.searchsorted(point)  # the next request the replay would send
+        next_request = asked[i] if i < len(asked) else None
+        read = mode == "per_point" or replay.congestion_read(point, next_request, start, end, feeds.grid)
         feeds.at(point, read=read)
     seconds = time.perf_counter() - t0
     return {"mode": mode, "seconds": seconds, "pushes": feeds.counts.pushes, "requests": len(asked),
@@ -71,7 +69,7 @@ def run_mode(mode: str, days: float) -> dict:
     env.update({"MLOPS_HOME": home, "PYTHONPATH": str(REPO)})
     out = subprocess.run([sys.executable, "-m", "bench.feeds_bench", "--walk", mode, "--days", str(days)],
                          cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
-    subprocess.run(["rm", "-rf", home], check=False)
+    shutil.rmtree(home, ignore_errors=True)
     return json.loads(out.strip().splitlines()[-1])
 
 

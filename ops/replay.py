@@ -114,6 +114,16 @@ def breakpoints(start: pd.Timestamp, end: pd.Timestamp) -> list[pd.Timestamp]:
     return list(points[points > start])
 
 
+def congestion_read(point: pd.Timestamp, next_request: pd.Timestamp | None, start: pd.Timestamp,
+                    end: pd.Timestamp, grid: pd.Timedelta) -> bool:
+    """Whether a request reads the congestion of grid point `point` before the next one, so that it must be
+    pushed now (`Feeds.at`'s `read`): the next request (as of `next_request`, None when none is left) comes
+    before the next grid point, or `point` is the window's first point (the last of the warm-up) or its last."""
+    if point <= start:
+        return point + grid > start
+    return (next_request is not None and next_request < point + grid) or point + grid > end
+
+
 # -- the feeds, driven by the clock --------------------------------------------------------------
 @dataclass
 class FeedCounts:
@@ -427,7 +437,7 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         for point in breakpoints(start - warmup, drain_to):
             if point <= start:  # nobody asks before the window: the hour and the window's first point push
-                feeds.at(point, read=point + feeds.grid > start)
+                feeds.at(point, read=congestion_read(point, None, start, end, feeds.grid))
                 t_real0 = time.monotonic()  # the paced window starts after the warm-up
                 continue
             if stop is not None and stop.is_set():
@@ -442,9 +452,8 @@ async def replay(world: World, month: str, start: pd.Timestamp, end: pd.Timestam
                 i += 1
             await asyncio.gather(*pending)
             await until(min(point, last_request))
-            # Read: a request is due before the next grid point, or this is the window's last one.
-            read = (i < len(times) and times[i] < point + feeds.grid) or point + feeds.grid > end
-            feeds.at(point, live=point <= end, read=read)
+            next_request = times[i] if i < len(times) else None
+            feeds.at(point, live=point <= end, read=congestion_read(point, next_request, start, end, feeds.grid))
             progress.update(clock=point)
     progress.update(final=True)
     seconds = time.monotonic() - t_start

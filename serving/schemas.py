@@ -142,7 +142,7 @@ class RolloutState(BaseModel):
     mode: Literal["shadow", "canary"] | None
     share: float | None
     counts: RolloutCountsInfo | None
-    shadow_pending: int | None  # None: no shadow, or the platform cannot count its queue
+    shadow_pending: int | None  # rows the shadow has not scored yet; None: no shadow
 
 
 class ReloadResult(BaseModel):

@@ -147,12 +147,14 @@ class ShadowWorker:
         return self._finished
 
     @property
-    def pending(self) -> int | None:
-        """Requests on the queue, not yet taken by the process; None where the platform cannot say."""
-        try:
-            return self._jobs.qsize()
-        except (NotImplementedError, OSError):  # macOS has no sem_getvalue: the size is unknown there
-            return None
+    def pending(self) -> int:
+        """Rows handed to the process and not yet reported scored or failed (queued, or being scored).
+
+        Counted here rather than asked of the queue: `Queue.qsize` does not work on every platform
+        (macOS has no sem_getvalue). Once the process is gone, none: what it never reported is counted
+        as errors."""
+        with self._lock:
+            return 0 if self._dead else self._submitted - self._reported
 
     # -- the request path -----------------------------------------------------------
     def submit(self, keys: list[tuple], values: np.ndarray, stamps: list[dict], as_of: list[datetime],

@@ -308,21 +308,37 @@ def test_a_shadow_worker_that_dies_counts_errors_and_the_server_goes_on(serve, v
     assert health["ready"] and health["rollout"] == "shadow"
 
 
-def test_a_shadow_queue_the_platform_cannot_count_is_unknown_not_empty():
-    """macOS has no sem_getvalue: the admin status must not say 0 queued when it does not know."""
+def test_a_shadow_counts_its_pending_rows_itself_where_the_platform_cannot_count_its_queue():
+    """macOS has no sem_getvalue, so `Queue.qsize` raises there: the admin status must still say how many
+    rows the shadow has not scored yet, and none once its process is gone."""
+    import threading
+
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from serving.service import RolloutCounts
     from serving.shadow_worker import ShadowWorker
 
     class Queue:
-        def __init__(self, size):
-            self.size = size
+        def __init__(self):
+            self.jobs = []
+
+        def put_nowait(self, job):
+            self.jobs.append(job)
 
         def qsize(self):
-            if self.size is None:
-                raise NotImplementedError
-            return self.size
+            raise NotImplementedError
 
     worker = ShadowWorker.__new__(ShadowWorker)
-    worker._jobs = Queue(None)
-    assert worker.pending is None
-    worker._jobs = Queue(3)
-    assert worker.pending == 3
+    worker._jobs, worker._lock, worker.counts = Queue(), threading.Lock(), RolloutCounts()
+    worker._closing = worker._dead = False
+    worker._submitted = worker._reported = 0
+    now = datetime.now(timezone.utc)
+    worker.submit([("UA", 1)] * 3, np.zeros((3, 2)), [{}] * 3, [now] * 3, now)
+    worker.submit([("UA", 2)] * 2, np.zeros((2, 2)), [{}] * 2, [now] * 2, now)
+    assert worker.pending == 5 and len(worker._jobs.jobs) == 2
+    worker._reported = 3  # the process reported the first request's rows
+    assert worker.pending == 2
+    worker._dead = True  # gone: what it never reported is counted as errors, not pending
+    assert worker.pending == 0
