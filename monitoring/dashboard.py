@@ -11,7 +11,8 @@ Panels (created idempotently: fixed ids, the dashboard rewritten only when it di
 - drifted share: the share of drifted columns Evidently reported, beside the policy's limit;
 - top columns' drift scores: the `TOP_COLUMNS` highest column scores of each window;
 - served quality: ROC AUC, log loss and calibration gap, once enough labels are known;
-- feature freshness: per feature view, the median age (minutes) of the values served.
+- feature freshness: per feature view, the median age (hours) of the values served (in minutes, the
+  static plane attributes' 23,000 cut the axis labels).
 
 The Evidently 0.7.23 local storage matches a panel's series by metric type and labels
 first and only then by tags, so two series of one figure cannot be told apart by tags
@@ -50,7 +51,7 @@ DRIFT_SHARE = "drift_share"
 DRIFT_SHARE_LIMIT = "drift_share_limit"
 QUALITY = {"roc_auc": "ROC AUC", "log_loss": "log loss", "calibration_gap": "calibration gap"}
 SCORE_PREFIX = "drift_score__"  # + column name
-AGE_PREFIX = "age_min__"  # + feature view name
+AGE_PREFIX = "age_h__"  # + feature view name
 
 
 class Panel:
@@ -59,7 +60,7 @@ class Panel:
     DRIFT_SHARE = "Share of drifted columns"
     TOP_COLUMNS = "Drift scores of the top columns"
     QUALITY = "Served quality"
-    FRESHNESS = "Feature freshness (median age, minutes)"
+    FRESHNESS = "Feature freshness (median age, hours)"
     ALL = (DRIFT_SHARE, TOP_COLUMNS, QUALITY, FRESHNESS)
 
 
@@ -106,7 +107,7 @@ def figures(summary: dict, rows) -> dict[str, float]:
 
             age = _finite(pd.to_numeric(rows[column], errors="coerce").median())
             if age is not None:
-                out[AGE_PREFIX + view] = round(age / 60.0, 3)
+                out[AGE_PREFIX + view] = round(age / 3600.0, 4)
     return out
 
 
